@@ -1,0 +1,98 @@
+"""What crosses the border between the profiler and any device agent.
+
+An agent (local host, Android over ADB, ...) receives model files and benchmark settings,
+and returns per-model timing statistics plus the device's state before/after the batch.
+Nothing here imports torch or the search spaces: agents run next to phones and on small
+boards. All times are milliseconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+
+class AgentError(Exception):
+    """A device problem a user can fix (disconnected, unauthorized, missing binary).
+
+    The CLI prints the message as one line and exits non-zero.
+    """
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How to time one model. Defaults: single thread, XNNPACK, median of >= 50 runs."""
+
+    runtime: str  # "tflite" or "onnx"
+    threads: int = 1  # single-threaded unless asked: what the LUT is comparable across
+    delegate: str = "xnnpack"  # TFLite's default CPU path on Android
+    warmup_runs: int = 10  # first runs pay allocation and cache misses
+    min_runs: int = 50  # enough runs for a stable median and p10/p90
+    max_runs: int = 1000  # cap for very small layers
+    min_seconds: float = 0.05  # keep timing tiny layers until this much time has passed
+    repeats: int = 1  # independent passes over the whole batch (interleaved), medians pooled
+
+
+@dataclass(frozen=True)
+class ModelTiming:
+    """Statistics of one model's runs, in ms."""
+
+    name: str  # the file name the agent was given (no directories)
+    n: int
+    median_ms: float
+    mean_ms: float
+    p10_ms: float
+    p90_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+
+    @property
+    def cov(self) -> float:
+        """Coefficient of variation (std / mean), the noise reported with every figure."""
+        return self.std_ms / self.mean_ms if self.mean_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """Thermal and frequency snapshot taken before or after a batch."""
+
+    temperatures_c: dict[str, float] = field(default_factory=dict)
+    cpu_freq_khz: dict[str, int] = field(default_factory=dict)
+    governor: str = ""
+    throttled: bool = False
+    # per-core cpuinfo_max_freq (kHz): what "at full speed" means; picks the big cores
+    cpu_max_freq_khz: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Identity written into every LUT row (`device_id` selects the LUT slice)."""
+
+    device_id: str  # stable id: e.g. "local:<hostname>:<cpu model>" or "android:<model>:<serial>"
+    model: str = ""
+    soc: str = ""
+    abi: str = ""
+    os_version: str = ""
+    cpu_core: str = ""  # core(s) the runner is pinned to, "" when unpinned
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    timings: list[ModelTiming]
+    state_before: DeviceState
+    state_after: DeviceState
+
+
+class DeviceAgent(Protocol):
+    """Benchmarks model files on one device. Implementations: `local`, `adb`."""
+
+    def info(self) -> DeviceInfo: ...
+
+    def runtime_version(self, runtime: str) -> str: ...
+
+    def benchmark(self, models: Sequence[Path], settings: BenchmarkSettings) -> BatchResult:
+        """Time every model in `models` (one batch, one result per model, same order)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,5 @@
+"""Errors a user can cause in `nas-search`; the CLI prints them as one line, exit code 1."""
+
+
+class SearchError(Exception):
+    """Bad input to the search backend (data path, checkpoint, target, LUT slice...)."""

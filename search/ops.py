@@ -1,0 +1,123 @@
+"""PyTorch modules for each LUT op kind, shared by the profiler and the networks.
+
+The profiler exports `build_layer(cfg)` alone; `subnet_model.py` composes the same
+classes into whole networks, so a whole network is exactly the sum of LUT layers plus
+what the runtime does between them. BatchNorm is folded by both exporters.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lut_db.layer_key import LayerConfig
+
+
+def make_act(name: str) -> nn.Module:
+    """Activation by LUT name (``none``, ``relu``, ``relu6``, ``hswish``, ``hsigmoid``)."""
+    acts = {"none": nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish,
+            "hsigmoid": nn.Hardsigmoid}
+    if name not in acts:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(acts)}")
+    return acts[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """k x k convolution (no bias) + BatchNorm + activation; 'same' padding k // 2."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: str = "none"):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = make_act(act)
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3 SE: global pool, 1x1 reduce + ReLU, 1x1 expand + hard-sigmoid, scale."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = torch.relu(self.reduce(s))
+        return x * nn.functional.hardsigmoid(self.expand(s))
+
+
+class ResidualAdd(nn.Module):
+    """Residual add with a Channel-level Bypass Connection.
+
+    `block_out` has `computed` channels, `stream` has `width` >= computed; the first
+    `computed` stream channels get the block's output added, the rest pass through.
+    """
+
+    def __init__(self, computed: int, width: int):
+        super().__init__()
+        if computed > width:
+            raise ValueError(f"ResidualAdd: computed channels {computed} exceed stream width {width}")
+        self.computed, self.width = computed, width
+
+    def forward(self, block_out: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
+        if self.computed == self.width:
+            return block_out + stream
+        return torch.cat([block_out + stream[:, : self.computed], stream[:, self.computed:]], 1)
+
+
+class GlobalPool(nn.Module):
+    """Global average pool to a (N, C) vector."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class LinearAct(nn.Sequential):
+    """Fully connected layer (with bias) + activation, on a (N, C) vector."""
+
+    def __init__(self, cin: int, cout: int, act: str = "none"):
+        super().__init__()
+        self.fc = nn.Linear(cin, cout)
+        self.act = make_act(act)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by an integer factor (depth decoders)."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=self.factor, mode="nearest")
+
+
+def build_layer(cfg: LayerConfig) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The module of one LUT key, in eval mode, with example NCHW (or NC) inputs."""
+    image = torch.randn(1, cfg.cin, cfg.h, cfg.w)
+    if cfg.op in ("conv", "dwconv"):
+        module = ConvBNAct(cfg.cin, cfg.cout, cfg.kernel, cfg.stride, cfg.groups, cfg.act)
+        inputs = (image,)
+    elif cfg.op == "se":
+        module, inputs = SqueezeExcite(cfg.cin, cfg.hidden), (image,)
+    elif cfg.op == "add":
+        module = ResidualAdd(cfg.cin, cfg.cout)
+        inputs = (image, torch.randn(1, cfg.cout, cfg.h, cfg.w))
+    elif cfg.op == "gap":
+        module, inputs = GlobalPool(), (image,)
+    elif cfg.op == "linear":
+        module, inputs = LinearAct(cfg.cin, cfg.cout, cfg.act), (torch.randn(1, cfg.cin),)
+    elif cfg.op == "upsample":
+        module, inputs = Upsample(cfg.stride), (image,)
+    else:
+        raise ValueError(f"no PyTorch builder for op {cfg.op!r}")
+    _randomize_bn(module)
+    return module.eval(), inputs
+
+
+def _randomize_bn(module: nn.Module) -> None:
+    """Give BN non-trivial statistics so exported graphs are not simplified away."""
+    generator = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)

@@ -1,0 +1,407 @@
+"""Search spaces: a declarative table resolved into searchable widths and kernels.
+
+`SearchSpaceSpec` is the table a person writes (stem, stages of block strings, head).
+`SearchSpace` resolves it once: every block gets a name (``s2.b1`` = stage 2, block 1),
+its input resolution, and the names of the width variables it reads. A sub-network is a
+`SubnetConfig`: plain dicts ``widths[name] -> channels`` and ``kernels[block] -> k``.
+
+Width variables (what MCD shrinks):
+- ``stem``: stem conv filters = stream width of stage 0.
+- ``<block>.out`` of a non-residual block (first of a stage, stride 2 or width change):
+  the stream width of that stage; residual blocks of the stage read and keep it.
+- ``<block>.out`` of a residual block (stride 1, same width): its CBC width. The block's
+  1x1 projection has that many filters; the stream channels beyond it bypass the block
+  unchanged (Channel-level Bypass Connection). 0 removes the block, so depth is searched
+  as width. It is clamped to the stream width when the stream is narrower.
+- ``<block>.expand`` of an ``ir`` block: the expansion (dw) width; 0 on a residual block
+  also removes it.
+- ``head.fc``: width of the last hidden fully connected layer.
+Widths take values ``{g, 2g, ...} ∪ {max}`` (g = granularity), plus 0 where CBC allows.
+
+Everything here is torch-free: the profiler enumerates LUT keys from it, and
+`search/subnet_model.py` builds the PyTorch network from the same resolved blocks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping
+
+from lut_db.layer_key import LayerConfig
+
+from .blocks import BlockSpec, decode_block, encode_block
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round to the nearest multiple of `divisor`, not below 90% of `value` (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def se_hidden(channels: int) -> int:
+    """SE reduction width for `channels` (MobileNetV3: 1/4, multiple of 8)."""
+    return make_divisible(channels / 4, 8)
+
+
+@dataclass(frozen=True)
+class SearchSpaceSpec:
+    """The table a person writes. Widths are at ``width_mult = 1``."""
+
+    name: str
+    description: str
+    input_hw: tuple[int, int]
+    stem: str  # a `cn` block string
+    stages: tuple[tuple[str, ...], ...]
+    head_fc: int  # hidden FC width after global pooling (MobileNetV3: 1280)
+    num_classes: int
+    kernel_choices: tuple[int, ...] = (3, 5, 7)  # depthwise kernels; smaller = centre of the largest
+    granularity: int = 8  # channel step of every width choice
+    width_mult: float = 1.0  # scales every max width (rounded to granularity)
+    in_channels: int = 3
+    head_act: str = "hswish"
+    task: str = "classification"  # or "depth"; picks datasets, losses and metrics
+
+
+@dataclass(frozen=True)
+class WidthVar:
+    """One searchable width: values are `choices` (ascending)."""
+
+    name: str
+    max: int
+    choices: tuple[int, ...]
+    zero_allowed: bool  # True where CBC can remove the layer
+
+
+@dataclass(frozen=True)
+class ResolvedBlock:
+    """One block of the resolved space, with the width variables it reads."""
+
+    name: str
+    kind: str  # cn, ds, ir
+    in_hw: tuple[int, int]
+    stride: int
+    act: str
+    se: bool
+    residual: bool  # stride 1 and same stream width: CBC applies
+    in_var: str  # width var giving the input (stream) channels
+    expand_var: str | None  # ir only
+    out_var: str  # stream width (non-residual) or CBC width (residual)
+    stream_var: str  # stream width after the block (== in_var for residual blocks)
+    kernel_choices: tuple[int, ...]  # () for cn blocks
+    default_kernel: int
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return -(-self.in_hw[0] // self.stride), -(-self.in_hw[1] // self.stride)
+
+
+@dataclass(frozen=True, eq=False)
+class SubnetConfig:
+    """A sub-network: channels per width variable and kernel per block (plain dicts)."""
+
+    widths: Mapping[str, int]
+    kernels: Mapping[str, int] = field(default_factory=dict)
+
+    def _items(self) -> tuple:
+        return tuple(sorted(self.widths.items())), tuple(sorted(self.kernels.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SubnetConfig) and self._items() == other._items()
+
+    def __hash__(self) -> int:
+        return hash(self._items())
+
+    def replace(self, widths: Mapping[str, int] | None = None, kernels: Mapping[str, int] | None = None) -> "SubnetConfig":
+        return SubnetConfig({**self.widths, **(widths or {})}, {**self.kernels, **(kernels or {})})
+
+    def to_dict(self) -> dict:
+        return {"widths": dict(self.widths), "kernels": dict(self.kernels)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "SubnetConfig":
+        if not isinstance(data, Mapping) or "widths" not in data:
+            raise ValueError("subnet config: expected an object with 'widths' (and 'kernels')")
+        return cls({str(k): int(v) for k, v in data["widths"].items()},
+                   {str(k): int(v) for k, v in data.get("kernels", {}).items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _width_choices(max_width: int, granularity: int, zero_allowed: bool) -> tuple[int, ...]:
+    values = list(range(granularity, max_width, granularity)) + [max_width]
+    return tuple(([0] if zero_allowed else []) + values)
+
+
+class SearchSpace:
+    """A resolved search space: blocks, width variables, and the LUT keys of any subnet."""
+
+    def __init__(self, spec: SearchSpaceSpec):
+        self.spec = spec
+        self.name = spec.name
+        self.task = spec.task
+        self.granularity = spec.granularity
+        self.kernel_choices = tuple(sorted(spec.kernel_choices))
+        self.width_vars: dict[str, WidthVar] = {}
+        self.blocks: list[ResolvedBlock] = []
+        self._resolve()
+
+    # ----------------------------------------------------------------- resolution
+    def _scaled(self, channels: float) -> int:
+        return make_divisible(channels * self.spec.width_mult, self.granularity)
+
+    def _add_var(self, name: str, max_width: int, zero_allowed: bool) -> str:
+        self.width_vars[name] = WidthVar(name, max_width, _width_choices(max_width, self.granularity, zero_allowed),
+                                         zero_allowed)
+        return name
+
+    def _resolve(self) -> None:
+        spec = self.spec
+        stem = decode_block(spec.stem)
+        if stem.kind != "cn":
+            raise ValueError(f"space {spec.name}: stem must be a 'cn' block, got {spec.stem!r}")
+        hw = tuple(spec.input_hw)
+        stream = self._add_var("stem", self._scaled(stem.out_channels), False)
+        self.stem = ResolvedBlock("stem", "cn", hw, stem.stride, stem.act, False, False, "", None, stream, stream,
+                                  (), stem.kernel)
+        self._fixed_in = spec.in_channels
+        hw = self.stem.out_hw
+        for stage_index, stage in enumerate(spec.stages):
+            block_index = 0
+            for text in stage:
+                block = decode_block(text)
+                for repeat in range(block.repeats):
+                    name = f"s{stage_index}.b{block_index}"
+                    stride = block.stride if repeat == 0 else 1
+                    resolved = self._resolve_block(name, block, hw, stride, stream)
+                    self.blocks.append(resolved)
+                    stream = resolved.stream_var
+                    hw = resolved.out_hw
+                    block_index += 1
+        self.final_hw = hw
+        self.final_stream = stream
+        self._add_var("head.fc", self._scaled(spec.head_fc), False)
+
+    def _resolve_block(self, name: str, block: BlockSpec, hw, stride: int, stream: str) -> ResolvedBlock:
+        in_max = self.width_vars[stream].max
+        out_max = self._scaled(block.out_channels)
+        residual = block.kind in ("ds", "ir") and stride == 1 and out_max == in_max
+        kernels = self.kernel_choices if block.kind in ("ds", "ir") else ()
+        expand_var = None
+        if block.kind == "ir":
+            expand_max = make_divisible(in_max * block.expand_ratio, self.granularity)
+            expand_var = self._add_var(f"{name}.expand", expand_max, residual)
+        out_var = self._add_var(f"{name}.out", out_max, residual)
+        return ResolvedBlock(name, block.kind, tuple(hw), stride, block.act, block.se, residual, stream, expand_var,
+                             out_var, stream if residual else out_var, kernels, block.kernel)
+
+    # ----------------------------------------------------------------- configs
+    def max_config(self) -> SubnetConfig:
+        return SubnetConfig({n: v.max for n, v in self.width_vars.items()},
+                            {b.name: max(b.kernel_choices) for b in self.blocks if b.kernel_choices})
+
+    def min_config(self) -> SubnetConfig:
+        """Smallest network: every removable block removed, others at one step, kernel 3."""
+        return SubnetConfig({n: v.choices[0] for n, v in self.width_vars.items()},
+                            {b.name: min(b.kernel_choices) for b in self.blocks if b.kernel_choices})
+
+    def uniform_config(self, multiplier: float, kernel: int | None = None) -> SubnetConfig:
+        """Every width scaled by `multiplier` (rounded to a choice, >= one step): the width-multiplier baseline."""
+        widths = {n: self.nearest_choice(n, v.max * multiplier, allow_zero=False) for n, v in self.width_vars.items()}
+        base = self.max_config()
+        kernels = {b: (kernel or k) for b, k in base.kernels.items()}
+        return SubnetConfig(widths, kernels)
+
+    def random_config(self, rng: random.Random) -> SubnetConfig:
+        widths = {n: rng.choice(v.choices) for n, v in self.width_vars.items()}
+        kernels = {b.name: rng.choice(b.kernel_choices) for b in self.blocks if b.kernel_choices}
+        return self.canonical(SubnetConfig(widths, kernels))
+
+    def nearest_choice(self, var: str, channels: float, allow_zero: bool = True) -> int:
+        choices = [c for c in self.width_vars[var].choices if allow_zero or c > 0]
+        return min(choices, key=lambda c: (abs(c - channels), c))
+
+    def validate(self, config: SubnetConfig) -> None:
+        """Raise ValueError naming the first wrong width/kernel."""
+        missing = set(self.width_vars) - set(config.widths)
+        if missing:
+            raise ValueError(f"subnet config for space {self.name}: missing widths {sorted(missing)}")
+        for name, value in config.widths.items():
+            var = self.width_vars.get(name)
+            if var is None:
+                raise ValueError(f"subnet config for space {self.name}: unknown width {name!r}")
+            if value not in var.choices:
+                raise ValueError(f"subnet config: width {name}={value} is not a choice of space {self.name} "
+                                 f"({var.choices[0]}..{var.max} step {self.granularity})")
+        for block in self.blocks:
+            if block.kernel_choices and config.kernels.get(block.name) not in block.kernel_choices:
+                raise ValueError(f"subnet config: kernel {block.name}={config.kernels.get(block.name)} "
+                                 f"is not one of {block.kernel_choices}")
+
+    def canonical(self, config: SubnetConfig) -> SubnetConfig:
+        """Same network, one spelling: removed blocks have expand = out = 0, CBC widths clamped to the stream."""
+        widths = dict(config.widths)
+        for block in self.blocks:
+            if not block.residual:
+                continue
+            stream = widths[block.in_var]
+            out = min(widths[block.out_var], self.nearest_choice(block.out_var, stream))
+            out = max(c for c in self.width_vars[block.out_var].choices if c <= min(out, stream))
+            expand = widths[block.expand_var] if block.expand_var else 1
+            if out == 0 or expand == 0:
+                out, expand = 0, 0
+            widths[block.out_var] = out
+            if block.expand_var:
+                widths[block.expand_var] = expand
+        return SubnetConfig(widths, dict(config.kernels))
+
+    # ----------------------------------------------------------------- per-block effective widths
+    def block_widths(self, block: ResolvedBlock, config: SubnetConfig) -> tuple[int, int, int, int]:
+        """(in channels, expansion channels, output channels, stream out) of `block` in `config`.
+
+        For a residual block `out` is its CBC width (0 = removed) and `stream out` equals `in`.
+        """
+        w = config.widths
+        cin = w[block.in_var]
+        if block.kind == "cn":
+            return cin, 0, w[block.out_var], w[block.out_var]
+        expand = w[block.expand_var] if block.expand_var else cin
+        if block.residual:
+            out = min(w[block.out_var], cin)
+            if out == 0 or expand == 0:
+                return cin, 0, 0, cin
+            return cin, expand, out, cin
+        return cin, expand, w[block.out_var], w[block.out_var]
+
+    def is_removed(self, block: ResolvedBlock, config: SubnetConfig) -> bool:
+        return block.residual and self.block_widths(block, config)[2] == 0
+
+    def depth(self, config: SubnetConfig) -> float:
+        """Continuous depth in blocks: a CBC block counts the share of stream channels it computes."""
+        total = 0.0
+        for block in self.blocks:
+            cin, _, out, _ = self.block_widths(block, config)
+            total += out / cin if block.residual else 1.0
+        return total
+
+    # ----------------------------------------------------------------- LUT keys
+    def layer_configs(self, config: SubnetConfig) -> list[LayerConfig]:
+        """LUT keys of every layer of `config`, in execution order. Sum of their latencies = prediction."""
+        stem = self.stem
+        layers = [_conv(stem.in_hw, self.spec.in_channels, config.widths["stem"], stem.default_kernel, stem.stride,
+                        stem.act)]
+        for block in self.blocks:
+            cin, expand, out, _ = self.block_widths(block, config)
+            if block.residual and out == 0:
+                continue
+            layers.extend(self._block_layers(block, cin, expand, out, config.kernels.get(block.name, 0)))
+        layers.extend(self._head_layers(config.widths[self.final_stream], config.widths["head.fc"]))
+        return layers
+
+    def _block_layers(self, block: ResolvedBlock, cin: int, expand: int, out: int, kernel: int) -> list[LayerConfig]:
+        if block.kind == "cn":
+            return [_conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)]
+        layers = []
+        if block.kind == "ir":
+            layers.append(_conv(block.in_hw, cin, expand, 1, 1, block.act))
+        layers.append(_dw(block.in_hw, expand, kernel, block.stride, block.act))
+        if block.se:
+            layers.append(_se(block.out_hw, expand))
+        layers.append(_conv(block.out_hw, expand, out, 1, 1, "none"))
+        if block.residual:
+            layers.append(LayerConfig("add", *block.out_hw, cin=out, cout=cin))
+        return layers
+
+    def _head_layers(self, channels: int, fc: int) -> list[LayerConfig]:
+        h, w = self.final_hw
+        return [LayerConfig("gap", h, w, channels, channels),
+                LayerConfig("linear", 1, 1, channels, fc, act=self.spec.head_act),
+                LayerConfig("linear", 1, 1, fc, self.spec.num_classes)]
+
+    def all_layer_configs(self) -> set[LayerConfig]:
+        """Every distinct LUT key any subnet of this space can need (the `full` plan)."""
+        keys: set[LayerConfig] = set()
+        choices = {n: [c for c in v.choices if c > 0] for n, v in self.width_vars.items()}
+        stem = self.stem
+        keys.update(_conv(stem.in_hw, self.spec.in_channels, c, stem.default_kernel, stem.stride, stem.act)
+                    for c in choices["stem"])
+        for block in self.blocks:
+            keys.update(self._block_keys(block, choices))
+        for c in choices[self.final_stream]:
+            for fc in choices["head.fc"]:
+                keys.update(self._head_layers(c, fc))
+        return keys
+
+    def _block_keys(self, block: ResolvedBlock, choices: Mapping[str, list[int]]) -> Iterator[LayerConfig]:
+        ins = choices[block.in_var]
+        outs = choices[block.out_var]
+        if block.kind == "cn":
+            for cin in ins:
+                for out in outs:
+                    yield _conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)
+            return
+        expands = choices[block.expand_var] if block.expand_var else ins
+        if block.kind == "ir":
+            for cin in ins:
+                for e in expands:
+                    yield _conv(block.in_hw, cin, e, 1, 1, block.act)
+        for e in expands:
+            for k in block.kernel_choices:
+                yield _dw(block.in_hw, e, k, block.stride, block.act)
+            if block.se:
+                yield _se(block.out_hw, e)
+            for out in outs:
+                if block.kind == "ds" and block.residual and out > e:
+                    continue  # ds: expansion == stream width, CBC width cannot exceed it
+                yield _conv(block.out_hw, e, out, 1, 1, "none")
+        if block.residual:
+            for cin in ins:
+                for out in outs:
+                    if out <= cin:
+                        yield LayerConfig("add", *block.out_hw, cin=out, cout=cin)
+
+    # ----------------------------------------------------------------- reporting
+    def macs(self, config: SubnetConfig) -> int:
+        return sum(layer.macs() for layer in self.layer_configs(config))
+
+    def block_strings(self, config: SubnetConfig) -> list[str]:
+        """The searched network as timm-like block strings (removed blocks omitted)."""
+        lines = [f"stem: cn_k{self.stem.default_kernel}_s{self.stem.stride}_c{config.widths['stem']}"]
+        for block in self.blocks:
+            cin, expand, out, _ = self.block_widths(block, config)
+            if block.residual and out == 0:
+                continue
+            kernel = config.kernels.get(block.name, block.default_kernel)
+            text = encode_block(block.kind, kernel, block.stride, expand, cin, out, block.se, block.act)
+            lines.append(f"{block.name}: {text}" + (f" (cbc {out}/{cin})" if block.residual and out < cin else ""))
+        lines.append(f"head: gap, fc{config.widths['head.fc']}, fc{self.spec.num_classes}")
+        return lines
+
+    def describe(self) -> str:
+        n_configs = math.prod(len(v.choices) for v in self.width_vars.values()) * \
+            math.prod(len(b.kernel_choices) for b in self.blocks if b.kernel_choices)
+        return (f"{self.name}: {self.spec.description}; input {self.spec.input_hw[0]}x{self.spec.input_hw[1]}, "
+                f"{len(self.blocks)} blocks, {len(self.width_vars)} widths, kernels {self.kernel_choices}, "
+                f"granularity {self.granularity}, ~{n_configs:.2e} subnets")
+
+
+def _conv(hw, cin: int, cout: int, kernel: int, stride: int, act: str) -> LayerConfig:
+    return LayerConfig("conv", hw[0], hw[1], cin, cout, kernel=kernel, stride=stride, act=act)
+
+
+def _dw(hw, channels: int, kernel: int, stride: int, act: str) -> LayerConfig:
+    return LayerConfig("dwconv", hw[0], hw[1], channels, channels, kernel=kernel, stride=stride, groups=channels,
+                       act=act)
+
+
+def _se(hw, channels: int) -> LayerConfig:
+    return LayerConfig("se", hw[0], hw[1], channels, channels, hidden=se_hidden(channels))
+
+
+def unique(configs: Iterable[LayerConfig]) -> list[LayerConfig]:
+    """Distinct configs in a stable order (sorted by key), for deterministic plans."""
+    return sorted(set(configs), key=lambda c: c.key)
