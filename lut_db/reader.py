@@ -1,0 +1,159 @@
+"""Fast latency prediction from one LUT slice held in memory.
+
+The search (MCD) predicts the latency of hundreds of thousands of candidate networks, so a
+slice is read from SQLite once into a dict {layer key: median ms} and every prediction is
+dict look-ups on `LayerConfig`'s precomputed key. All values are milliseconds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .coverage import SliceInfo, slices as _slices
+from .errors import MissingLatencyError, UnknownSlice
+from .interpolate import Family, Point, family_key, family_macs, group_by_family, interpolate_family
+from .layer_key import LayerConfig, RuntimeSpec
+from .schema import open_lut
+
+#: The options string of a default `RuntimeSpec` (single thread, XNNPACK).
+DEFAULT_RUNTIME_OPTIONS = RuntimeSpec(name="").options
+#: Calibration name of the per-invoke overhead in ms: the profiler subtracts it from every
+#: layer (a layer alone pays it once, a network pays it once in total), `predict` adds it back.
+OVERHEAD = "overhead"
+
+
+class LatencyTable:
+    """Latencies (median ms) of one slice: one device, one runtime, one options string.
+
+    With `interpolate=True` a missing key is estimated from measured layers of its family
+    (`lut_db.interpolate`), cached, and listed in `interpolated_keys`, which also holds the
+    keys whose stored row is itself interpolated, so a caller can say which figures are not
+    measured. Without it, a missing key raises `MissingLatencyError`, never a silent zero.
+    """
+
+    def __init__(self, latencies_ms: Mapping[str, float], *, device_id: str = "", runtime: str = "",
+                 runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolated: Iterable[str] = (),
+                 calibration_ms: Mapping[str, float] | None = None,
+                 runtime_versions: Iterable[str] = (), interpolate: bool = False, origin: str = "") -> None:
+        self._ms: dict[str, float] = dict(latencies_ms)
+        self.device_id, self.runtime, self.runtime_options = device_id, runtime, runtime_options
+        self.interpolated_keys: set[str] = set(interpolated)
+        self.calibration_ms: dict[str, float] = dict(calibration_ms or {})
+        self.overhead_ms: float = self.calibration_ms.get(OVERHEAD, 0.0)
+        self.runtime_versions: frozenset[str] = frozenset(runtime_versions)
+        self.interpolate = interpolate
+        self.origin = origin  # file it came from, for messages
+        self._families: dict[Family, dict[Point, float]] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, device_id: str, runtime: str,
+             runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False) -> "LatencyTable":
+        """Read one slice of the LUT at `path` (raises `UnknownSlice` if it has no rows)."""
+        db = open_lut(path, create=False)
+        try:
+            where = "WHERE device_id = ? AND runtime = ? AND runtime_options = ?"
+            args = [device_id, runtime, runtime_options]
+            rows = db.execute(f"SELECT layer_key, median_ms, source, runtime_version FROM measurements {where}",
+                              args).fetchall()
+            if not rows:
+                present = [f"{s.device_id} {s.runtime} {s.runtime_options} ({s.rows} rows)" for s in _slices(db)]
+                raise UnknownSlice(str(path), device_id, runtime, runtime_options, present)
+            calibration = dict(db.execute(f"SELECT name, value_ms FROM calibration {where}", args).fetchall())
+        finally:
+            db.close()
+        return cls(
+            {key: ms for key, ms, _, _ in rows}, device_id=device_id, runtime=runtime,
+            runtime_options=runtime_options, calibration_ms=calibration, interpolate=interpolate,
+            interpolated=(key for key, _, source, _ in rows if source == "interpolated"),
+            runtime_versions={version for *_, version in rows}, origin=str(path),
+        )
+
+    @staticmethod
+    def slices(path: str | Path) -> list[SliceInfo]:
+        """The slices of the LUT at `path` (device, runtime, versions, options, row counts)."""
+        db = open_lut(path, create=False)
+        try:
+            return _slices(db)
+        finally:
+            db.close()
+
+    def __len__(self) -> int:
+        return len(self._ms)
+
+    def latency(self, cfg: LayerConfig) -> float:
+        """Median latency of one layer in ms (without the per-invoke overhead)."""
+        try:
+            return self._ms[cfg.key]
+        except KeyError:
+            return self._estimate(cfg.key, cfg)
+
+    def predict(self, layers: Iterable[LayerConfig]) -> float:
+        """Latency of a whole network in ms: its layers' sum plus the slice's `overhead`
+        calibration once (0 when the slice has none)."""
+        if not isinstance(layers, (list, tuple)):
+            layers = list(layers)
+        ms = self._ms
+        try:
+            # `_key` is the key LayerConfig caches at construction (this package's own class):
+            # reading it directly instead of through the `key` property halves the time.
+            return sum([ms[cfg._key] for cfg in layers], self.overhead_ms)
+        except KeyError:
+            return sum([self.latency(cfg) for cfg in layers], self.overhead_ms)
+
+    def predict_keys(self, keys: Iterable[str]) -> float:
+        """`predict` for precomputed layer keys (what a search can cache per layer choice)."""
+        if not isinstance(keys, (list, tuple)):
+            keys = list(keys)
+        ms = self._ms
+        try:
+            return sum([ms[k] for k in keys], self.overhead_ms)
+        except KeyError:
+            return sum([self._ms[k] if k in self._ms else self._estimate(k) for k in keys], self.overhead_ms)
+
+    def has(self, cfg: LayerConfig) -> bool:
+        """Whether the table holds `cfg` (loaded, or already interpolated by this table)."""
+        return cfg.key in self._ms
+
+    def missing(self, layers: Iterable[LayerConfig]) -> list[LayerConfig]:
+        """Layers without a value, each once, in order (does not interpolate)."""
+        seen: dict[str, LayerConfig] = {}
+        for cfg in layers:
+            if cfg.key not in self._ms:
+                seen.setdefault(cfg.key, cfg)
+        return list(seen.values())
+
+    def source(self, cfg: LayerConfig) -> str:
+        """'measured' or 'interpolated' for a key the table holds."""
+        if cfg.key not in self._ms:
+            raise self._missing_error(cfg.key)
+        return "interpolated" if cfg.key in self.interpolated_keys else "measured"
+
+    def _estimate(self, key: str, cfg: LayerConfig | None = None) -> float:
+        if not self.interpolate:
+            raise self._missing_error(key)
+        cfg = cfg or LayerConfig.from_key(key)
+        points = self._measured_families().get(family_key(cfg), {})
+        ms = interpolate_family(points, [(cfg.cin, cfg.cout)], family_macs(cfg)).get((cfg.cin, cfg.cout))
+        if ms is None:
+            raise self._missing_error(key, f"{len(points)} measured layer(s) of its family, too few to interpolate")
+        self._ms[key] = ms
+        self.interpolated_keys.add(key)
+        return ms
+
+    def _measured_families(self) -> dict[Family, dict[Point, float]]:
+        """Measured points by family, built on the first interpolation (parses every key)."""
+        if self._families is None:
+            measured = {}
+            for key, ms in self._ms.items():
+                if key in self.interpolated_keys:
+                    continue
+                try:
+                    measured[LayerConfig.from_key(key)] = ms
+                except ValueError:  # a key of an op this version does not know
+                    continue
+            self._families = group_by_family(measured)
+        return self._families
+
+    def _missing_error(self, key: str, reason: str = "") -> MissingLatencyError:
+        return MissingLatencyError(key, self.device_id, self.runtime, self.runtime_options,
+                                   path=self.origin, reason=reason)
