@@ -1,0 +1,171 @@
+"""Thermal and CPU-frequency state of a Linux/Android device, read from plain sysfs files.
+
+Two ways in, one set of rules:
+
+* `read_state(root="/")` reads the files on this machine (the local agent; `root` lets
+  tests point it at a fake tree).
+* `STATE_COMMAND` is one POSIX sh line (works under Android's toybox/mksh sh) that prints
+  the same files as ``path=value`` lines; the ADB agent runs it on the phone in one shell
+  round trip and hands the text to `parse_state_output`.
+
+Files read (missing or unreadable ones are skipped, never an exception):
+``/sys/class/thermal/thermal_zone*/{type,temp}`` (temp in millidegrees C) and
+``/sys/devices/system/cpu/cpu*/cpufreq/{scaling_cur_freq,scaling_max_freq,
+cpuinfo_max_freq,scaling_governor}`` (kHz).
+
+Throttling rule (`is_throttled`), "throttled" when any of:
+
+1. a thermal zone reads above ``TEMP_LIMIT_C`` (85 C: where phone SoCs start thermal
+   mitigation; skin/battery zones sit far below). Readings outside [-40, 150] C are
+   treated as broken sensors and ignored (unused zones report 0, -273 or garbage).
+2. a core's ``scaling_max_freq`` is capped below ``FREQ_FRACTION`` (90%) of its
+   ``cpuinfo_max_freq``: this is how Android's thermal HAL and the kernel's cpufreq
+   cooling devices throttle, whatever the governor.
+3. a core that should run at max - its governor is ``performance`` - runs below
+   ``FREQ_FRACTION`` of ``cpuinfo_max_freq``. Under ``schedutil``/``ondemand`` an idle core
+   at low frequency is normal, so rule 3 does not apply to them.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from device_agents.types import DeviceState
+
+TEMP_LIMIT_C = 85.0
+FREQ_FRACTION = 0.9
+_PLAUSIBLE_C = (-40.0, 150.0)
+
+_THERMAL = "/sys/class/thermal"
+_CPU = "/sys/devices/system/cpu"
+_CPUFREQ_FILES = ("scaling_cur_freq", "scaling_max_freq", "cpuinfo_max_freq", "scaling_governor")
+
+# One line, no bashisms: an unmatched glob stays literal and fails the -r test; a file the
+# shell user may not read (some thermal zones on Android) makes cat fail and is skipped.
+STATE_COMMAND = (
+    "for f in /sys/class/thermal/thermal_zone*/type /sys/class/thermal/thermal_zone*/temp "
+    + " ".join(f"/sys/devices/system/cpu/cpu[0-9]*/cpufreq/{name}" for name in _CPUFREQ_FILES)
+    + '; do [ -r "$f" ] && v=$(cat "$f" 2>/dev/null) && echo "$f=$v"; done; true'
+)
+
+_ZONE_RE = re.compile(r"^/sys/class/thermal/thermal_zone(\d+)/(type|temp)$")
+_CPU_RE = re.compile(r"^/sys/devices/system/cpu/cpu(\d+)/cpufreq/(\w+)$")
+
+
+def read_state(root: str = "/") -> DeviceState:
+    """The state of this machine (or of a fake sysfs tree under `root`)."""
+    patterns = [f"{_THERMAL}/thermal_zone*/type", f"{_THERMAL}/thermal_zone*/temp"]
+    patterns += [f"{_CPU}/cpu[0-9]*/cpufreq/{name}" for name in _CPUFREQ_FILES]
+    files: dict[str, str] = {}
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(root, pattern.lstrip("/"))):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    files["/" + os.path.relpath(path, root)] = f.read().strip()
+            except OSError:
+                continue
+    return state_from_files(files)
+
+
+def parse_state_output(text: str) -> DeviceState:
+    """Parse what `STATE_COMMAND` printed (``path=value`` lines; other lines are ignored)."""
+    files: dict[str, str] = {}
+    for line in text.splitlines():
+        path, sep, value = line.strip().partition("=")
+        if sep and path.startswith("/sys/"):
+            files[path] = value.strip()
+    return state_from_files(files)
+
+
+def state_from_files(files: dict[str, str]) -> DeviceState:
+    """Build a `DeviceState` from sysfs path -> content; the one place the rules live."""
+    zone_type: dict[int, str] = {}
+    zone_temp: dict[int, float] = {}
+    cpu: dict[int, dict[str, str]] = {}
+    for path, value in files.items():
+        if m := _ZONE_RE.match(path):
+            zone = int(m.group(1))
+            if m.group(2) == "type":
+                zone_type[zone] = value
+            elif (temp := _temperature_c(value)) is not None:
+                zone_temp[zone] = temp
+        elif m := _CPU_RE.match(path):
+            cpu.setdefault(int(m.group(1)), {})[m.group(2)] = value
+
+    temperatures: dict[str, float] = {}
+    for zone in sorted(zone_temp):
+        name = zone_type.get(zone) or f"thermal_zone{zone}"
+        if name in temperatures:  # several zones may share a type (e.g. "cpu-thermal")
+            name = f"{name}#{zone}"
+        temperatures[name] = zone_temp[zone]
+
+    cur, cap, top, governors = {}, {}, {}, {}
+    for core in sorted(cpu):
+        entry = cpu[core]
+        key = f"cpu{core}"
+        for table, name in ((cur, "scaling_cur_freq"), (cap, "scaling_max_freq"), (top, "cpuinfo_max_freq")):
+            if (value := _int(entry.get(name))) is not None:
+                table[key] = value
+        if entry.get("scaling_governor"):
+            governors[key] = entry["scaling_governor"]
+
+    throttled = is_throttled(temperatures, cur, cap, top, governors)
+    return DeviceState(
+        temperatures_c=temperatures,
+        cpu_freq_khz=cur,
+        governor=",".join(dict.fromkeys(governors.values())),
+        throttled=throttled,
+        cpu_max_freq_khz=top,
+    )
+
+
+def is_throttled(
+    temperatures_c: dict[str, float],
+    cur_khz: dict[str, int],
+    cap_khz: dict[str, int],
+    max_khz: dict[str, int],
+    governors: dict[str, str],
+) -> bool:
+    """The rule of the module docstring."""
+    lo, hi = _PLAUSIBLE_C
+    if any(lo <= t <= hi and t > TEMP_LIMIT_C for t in temperatures_c.values()):
+        return True
+    for core, top in max_khz.items():
+        if top <= 0:
+            continue
+        if core in cap_khz and cap_khz[core] < FREQ_FRACTION * top:
+            return True
+        if governors.get(core) == "performance" and core in cur_khz and cur_khz[core] < FREQ_FRACTION * top:
+            return True
+    return False
+
+
+def cpu_mask_for_big_cores(max_freqs: dict) -> str:
+    """taskset hex mask (no ``0x``) of the cores with the highest max frequency.
+
+    `max_freqs` maps core -> kHz, keys as ints or "cpuN" (e.g. `DeviceState.cpu_max_freq_khz`).
+    ``{"cpu0": 1800000, ..., "cpu4": 2400000, "cpu7": 2400000}`` -> ``"90"``. Pinning to the
+    big cluster is how nn-Meter and TFLite's docs benchmark on big.LITTLE phones.
+    """
+    freqs = {int(str(core).removeprefix("cpu")): int(f) for core, f in max_freqs.items()}
+    if not freqs:
+        raise ValueError("no cpu max frequencies to choose big cores from")
+    top = max(freqs.values())
+    mask = sum(1 << core for core, f in freqs.items() if f == top)
+    return format(mask, "x")
+
+
+def _temperature_c(value: str) -> float | None:
+    raw = _int(value)
+    if raw is None:
+        return None
+    # millidegrees is the sysfs ABI; a few old kernels print whole degrees.
+    return raw / 1000.0 if abs(raw) >= 1000 else float(raw)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value.strip()) if value is not None else None
+    except ValueError:
+        return None
