@@ -98,4 +98,7 @@ class SubnetModel(nn.Module):
 
 def build_subnet(space: SearchSpace, config: SubnetConfig, dropout: float = 0.0) -> SubnetModel:
     """Randomly initialised standalone network of `config` (weights come from the supernet or training)."""
+    if space.task == "depth":  # FastDepth encoder-decoder (search/depth/model.py)
+        from .depth.model import build_depth_subnet
+        return build_depth_subnet(space, config, dropout)
     return SubnetModel(space, config, dropout)

@@ -26,7 +26,8 @@ def get_space(name: str, **overrides) -> SearchSpace:
         raise UnknownSpace(f"unknown search space {name!r}; known spaces: {', '.join(sorted(_SPACES))}")
     spec = _SPACES[name]()
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return SearchSpace(replace(spec, **overrides) if overrides else spec)
+    space_class = getattr(spec, "space_class", SearchSpace)  # DepthSpaceSpec -> DepthSearchSpace
+    return space_class(replace(spec, **overrides) if overrides else spec)
 
 
 def list_spaces() -> list[SearchSpace]:
@@ -35,4 +36,4 @@ def list_spaces() -> list[SearchSpace]:
 
 
 def _load_builtin() -> None:
-    from . import mobilenetv3  # noqa: F401  (registers its spaces on import)
+    from . import fastdepth, mobilenetv3  # noqa: F401  (register their spaces on import)

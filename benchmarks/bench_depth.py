@@ -1,0 +1,183 @@
+"""Depth ablation at small scale: super-network + OD + MCD (NetAdaptV2) vs NetAdapt V1-style search.
+
+The seed's depth result (NYU, FastDepth space): NetAdaptV2 found RMSE 0.576 m at 86.7 ms in
+27 GPU-hours where NetAdapt V1 needed 65 (2.4x), at 0.583 m / 87.6 ms. This benchmark runs the
+same two pipelines on `fastdepth-tiny` + `builtin-depth` (64x64) on this CPU host, under the
+same resource constraint, and reports wall time and RMSE:
+
+- **NetAdaptV2**: train the OD super-network (`--supernet-steps`), run MCD (J candidates of L
+  layers per iteration, each scored by -RMSE on the holdout split with sliced super-network
+  weights and BN recalibrated), fine-tune the winner (`--finetune-steps`).
+- **NetAdapt V1**: train the max network plainly for the same number of steps (V1 starts from
+  a trained network), then V1's loop: every iteration one proposal per width variable, each
+  shrinking that one layer just enough for V1's schedule target (2.5 % of the start, decay
+  0.96), each short-fine-tuned (`--v1-steps`) from the current weights and scored on the
+  holdout split; the best proposal is kept with its weights. Same final fine-tune.
+
+Constraint: MACs (`--limit`, a fraction of the max network's). No phone LUT on this host;
+with one, MCD's `LutLatencyMetric` drops in for `MacsMetric` unchanged. RMSE / δ1 are on the
+val split (never seen by either search). One run, one seed: differences of a few cm are
+noise at this scale; the wall-time ratio is the figure to read.
+
+Usage: python benchmarks/bench_depth.py [--quick]  (JSON under benchmarks/results/)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from search.data.loader import make_loader
+from search.depth.supernet import DepthSuperNet, copy_slices
+from search.depth.task import DepthTask
+from search.depth.train import DepthTrainConfig, finetune, train_supernet
+from search.evaluate import recalibrate_bn
+from search.mcd.baselines import _v1_proposal  # V1's single-layer proposal, shared with the classification V1
+from search.mcd.candidates import KERNEL_PREFIX, dimensions, meets
+from search.mcd.metrics import Constraint, MacsMetric
+from search.mcd.schedule import ReductionSchedule
+from search.mcd.search import MCDConfig, run_mcd
+from search.spaces import get_space
+from search.subnet_model import build_subnet
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def netadapt_v1_depth(space, constraint, model, train_loader, holdout_loader, task, steps, log):
+    """V1's loop for the depth task (`search.mcd.baselines.netadapt_v1` is classification-only)."""
+    schedule = ReductionSchedule(0.025, 0.96, 0.005)
+    metric, limit = constraint.metric, constraint.limit
+    current = space.canonical(model.config)
+    initial = metric.value(current)
+    dims = [d for d in dimensions(space) if not d.startswith(KERNEL_PREFIX)]
+    iteration = evaluations = 0
+    score = float("nan")
+    cfg = DepthTrainConfig(steps=steps, warmup_steps=1, lr=5e-4, log_every=10 ** 9)
+    while not meets({metric.name: metric.value(current)}, {metric.name: limit}):
+        iteration += 1
+        target = schedule.target(iteration, metric.value(current), initial, limit)
+        best = None
+        for dim in dims:
+            cand = _v1_proposal(space, current, [constraint], {metric.name: target}, dim)
+            if cand is None:
+                continue
+            proposal = build_subnet(space, cand)
+            copy_slices(model, proposal)
+            finetune(proposal, train_loader, cfg)
+            s = task.score(task.evaluate(proposal, holdout_loader))
+            evaluations += 1
+            if best is None or s > best[0]:
+                best = (s, cand, copy.deepcopy(proposal))
+        if best is None:
+            raise RuntimeError("netadapt-v1: no single-layer proposal reaches the target")
+        score, current, model = best
+        log(f"  v1 iter {iteration}: macs {metric.value(current) / 1e6:.3f}M holdout RMSE {-score:.4f} "
+            f"({evaluations} fine-tunes)")
+    return current, model, iteration, evaluations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole benchmark")
+    parser.add_argument("--limit", type=float, default=0.5, help="MAC constraint as a fraction of the max network")
+    parser.add_argument("--supernet-steps", type=int, default=400)
+    parser.add_argument("--finetune-steps", type=int, default=150)
+    parser.add_argument("--v1-steps", type=int, default=10, help="short fine-tune per V1 proposal")
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: a loaded 2-core host runs depthwise backward 10x slower with 2)")
+    args = parser.parse_args()
+    if args.quick:
+        args.supernet_steps, args.finetune_steps, args.v1_steps, args.candidates = 20, 5, 2, 3
+    torch.set_num_threads(args.threads)
+    sizes = dict(train=96, holdout=16, val=16) if args.quick else dict(train=1000, holdout=100, val=100)
+    log = print
+
+    space, task = get_space("fastdepth-tiny"), DepthTask()
+    t0 = time.perf_counter()
+    data = {s: task.dataset("builtin-depth", s, space.spec.input_hw, size=n) for s, n in sizes.items()}
+    log(f"data: {sizes} images rendered in {time.perf_counter() - t0:.1f}s")
+    train_loader = make_loader(data["train"], 32, shuffle=True, seed=0)
+    calib_loader = make_loader(data["train"], 32, shuffle=True, seed=1)
+    holdout_loader, val_loader = make_loader(data["holdout"], 50), make_loader(data["val"], 50)
+    macs = MacsMetric(space)
+    constraint = Constraint(macs, args.limit * space.macs(space.max_config()))
+    train_cfg = DepthTrainConfig(steps=args.supernet_steps, log_every=100)
+    ft_cfg = DepthTrainConfig(steps=args.finetune_steps, lr=5e-4, warmup_steps=5, log_every=10 ** 9)
+    rows = []
+
+    def final(name, config, model, times, extra):
+        t = time.perf_counter()
+        finetune(model, train_loader, ft_cfg)
+        times["finetune_s"] = time.perf_counter() - t
+        m = task.evaluate(model, val_loader)
+        rows.append({"method": name, "macs": macs.value(config), "val": m, **times, **extra,
+                     "search_s": sum(v for k, v in times.items() if k != "finetune_s"),
+                     "depth": space.depth(config), "config": config.to_dict()})
+
+    # ---- NetAdaptV2: super-network + OD + MCD
+    log("NetAdaptV2: OD super-network training")
+    torch.manual_seed(0)
+    supernet = DepthSuperNet(space)
+    t = time.perf_counter()
+    train_supernet(supernet, train_loader, train_cfg, log=lambda s: log("  " + s))
+    times = {"train_s": time.perf_counter() - t}
+    scorer = task.scorer(supernet, holdout_loader, calib_loader, calib_batches=3)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = run_mcd(space, [constraint], scorer, out, MCDConfig(candidates=args.candidates, layers=args.layers),
+                         log=lambda s: log("  " + s))
+    times["search_loop_s"] = time.perf_counter() - t
+    model = supernet.subnet(result.config)
+    recalibrate_bn(model, calib_loader, 3)
+    final("netadapt-v2 (SN+OD+MCD)", result.config, model, times,
+          {"iterations": result.iteration, "evaluations": result.iteration * args.candidates,
+           "holdout_rmse": -result.score})
+
+    # ---- NetAdapt V1: trained max network, one layer per proposal, short fine-tune each
+    log("NetAdapt V1: plain training of the max network")
+    torch.manual_seed(0)
+    max_model = build_subnet(space, space.max_config())
+    t = time.perf_counter()
+    finetune(max_model, train_loader, train_cfg, log=lambda s: log("  " + s))
+    times = {"train_s": time.perf_counter() - t}
+    t = time.perf_counter()
+    config, model, iterations, evaluations = netadapt_v1_depth(space, constraint, max_model, train_loader,
+                                                               holdout_loader, task, args.v1_steps, log)
+    times["search_loop_s"] = time.perf_counter() - t
+    final("netadapt-v1 (per-candidate fine-tune)", config, model, times,
+          {"iterations": iterations, "evaluations": evaluations})
+
+    # ---- reference points: max network and the uniform width multiplier at the same MACs
+    for name, cfg in (("max network (no search)", space.max_config()),):
+        m = supernet.subnet(cfg)
+        recalibrate_bn(m, calib_loader, 3)
+        rows.append({"method": name + ", supernet weights", "macs": macs.value(cfg), "val": task.evaluate(m, val_loader),
+                     "search_s": 0.0, "depth": space.depth(cfg), "config": cfg.to_dict()})
+
+    v2, v1 = rows[0], rows[1]
+    header = f"{'method':42} {'MACs(M)':>8} {'val RMSE':>9} {'REL':>6} {'δ1':>6} {'depth':>6} {'search s':>9} {'evals':>6}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['method']:42} {r['macs'] / 1e6:8.3f} {r['val']['rmse']:9.4f} {r['val']['rel']:6.3f} "
+                     f"{r['val']['delta1']:6.3f} {r['depth']:6.2f} {r['search_s']:9.1f} {r.get('evaluations', 0):6}")
+    lines.append(f"search time V1 / V2: {v1['search_s'] / v2['search_s']:.2f}x  "
+                 f"(paper, NYU: 65 / 27 GPU-h = 2.4x); constraint {constraint.limit / 1e6:.3f}M MACs")
+    print("\n".join(lines))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("bench_depth_quick.json" if args.quick else "bench_depth.json")
+    path.write_text(json.dumps({"args": vars(args), "sizes": sizes, "host": platform.node(),
+                                "threads": args.threads, "constraint_macs": constraint.limit, "rows": rows,
+                                "table": lines}, indent=2))
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()
