@@ -1,0 +1,175 @@
+"""`lutbuild`: a thin click layer; each command parses arguments and calls one library function.
+
+    lutbuild spaces
+    lutbuild build  --space mbv3-tiny --device local --runtime tflite --db lut.sqlite [--plan sparse]
+    lutbuild verify --space mbv3-tiny --device local --runtime tflite --db lut.sqlite --samples 50 \
+                    --json verify.json --plot verify.png
+    lutbuild show   --db lut.sqlite
+
+Errors a user can cause (unknown space, plan or runtime, a file that is not a LUT or has a
+newer schema, a missing slice, a bad option) print one line on stderr and exit with code 1,
+leaving the LUT file as it was; anything else is a bug and stays a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .build import DEFAULT_CACHE_DIR, BuildOptions
+from .export import RUNTIMES
+from .plan import PLANS
+
+PROG = "lutbuild"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's to fix: one line on stderr, exit code 1."""
+    from device_agents.types import AgentError
+    from lut_db.errors import LutError
+    from search.spaces.registry import UnknownSpace
+
+    from .errors import ProfilerError
+
+    return LutError, AgentError, ProfilerError, UnknownSpace
+
+
+class _Group(click.Group):
+    """Turns user errors (ours and click's usage errors) into one stderr line and exit code 1."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            return super().main(args, prog_name or PROG, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo(f"{PROG}: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"{PROG}: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(1)
+        except user_errors() as exc:
+            click.echo(f"{PROG}: error: {' '.join(str(exc).split())}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+def cli() -> None:
+    """Build and check an on-device latency lookup table (LUT) for a search space."""
+
+
+def _space_option(f):
+    return click.option("--space", required=True, help="search space name (see `lutbuild spaces`)")(f)
+
+
+def _common(f):
+    for option in reversed([
+        _space_option,
+        click.option("--device", default="local", show_default=True,
+                     help="'local' (this host) or a phone: ADB serial or address"),
+        click.option("--runtime", type=click.Choice(RUNTIMES), required=True, help="runtime to measure with"),
+        click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                     help="LUT file (SQLite)"),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="runtime threads (1 = what LUTs compare across)"),
+        click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
+                     help="TFLite: XNNPACK or the builtin kernels (a separate LUT slice); ignored for ONNX"),
+        click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="export worker processes"),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
+                     show_default=True, help="exported model files (shared by every LUT)"),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]):
+        f = option(f)
+    return f
+
+
+@cli.command()
+def spaces() -> None:
+    """List the search spaces and how many LUT keys each needs."""
+    from search.spaces import list_spaces
+
+    for space in list_spaces():
+        click.echo(f"{space.describe()}; {len(space.all_layer_configs())} LUT keys")
+
+
+@cli.command()
+@_common
+@click.option("--plan", type=click.Choice(PLANS), default="full", show_default=True,
+              help="full: measure every key; sparse: a channel grid, the rest interpolated")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="models per benchmark process and per committed transaction")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="interleaved passes over each batch")
+@click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True,
+              help="measure at most this many keys in this run (tests)")
+def build(space, device, runtime, db, threads, delegate, jobs, cache_dir, quiet, plan, batch_size, repeats, limit) -> None:
+    """Measure the layer keys of a space on a device and store them in the LUT (resumes)."""
+    from .agents import open_agent
+    from .build import build_lut
+    from .spaces import resolve_space
+
+    space = resolve_space(space)  # an unknown name fails before the device or the file is touched
+    agent = open_agent(device, runtime=runtime)
+    try:
+        options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, batch_size=batch_size, repeats=repeats,
+                               limit=limit, cache_dir=cache_dir)
+        report = build_lut(space, agent, db, runtime, options, progress=not quiet)
+    finally:
+        agent.close()
+    click.echo(report.summary())
+
+
+@cli.command()
+@_common
+@click.option("--samples", type=click.IntRange(min=2), default=50, show_default=True,
+              help="sub-networks to measure (largest and smallest included)")
+@click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="benchmark processes per network (median of medians)")
+@click.option("--interpolate", is_flag=True, help="estimate LUT keys that are missing (and say how many)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="write a predicted-vs-measured PNG here")
+def verify(space, device, runtime, db, threads, delegate, jobs, cache_dir, quiet, samples, seed, rounds, interpolate,
+           json_path, plot_path) -> None:
+    """Measure sampled whole networks and compare with the LUT (and a MAC proxy)."""
+    from .agents import open_agent
+    from .spaces import resolve_space
+    from .verify import VerifyOptions, format_report, verify_lut
+
+    space = resolve_space(space)
+    agent = open_agent(device, runtime=runtime)
+    try:
+        options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, rounds=rounds, jobs=jobs,
+                                cache_dir=cache_dir, interpolate=interpolate)
+        report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
+    finally:
+        agent.close()
+    click.echo(format_report(report))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if plot_path:
+        from .plots import plot_verify
+
+        plot_verify(report, plot_path)
+
+
+@cli.command()
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="LUT file")
+def show(db) -> None:
+    """Print the devices, slices, calibration and per-space coverage of a LUT."""
+    from .show import show_lut
+
+    click.echo(show_lut(db))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()

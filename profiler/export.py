@@ -1,0 +1,361 @@
+"""LUT key or whole sub-network -> ONNX / TFLite model file, cached on disk.
+
+One exported file per `LayerConfig` (named by `LayerConfig.digest`) under a folder that
+names the exporter (runtime, I/O convention version, torch and converter versions), so a
+new converter never reuses stale files. Files are written to a temporary name and renamed:
+a killed export never leaves a truncated model in the cache.
+
+I/O conventions (the same for a layer alone and for a whole network, so the LUT sum and the
+measured network pay the same boundaries):
+- TFLite: image tensors are NHWC at the model boundary (`litert_torch.to_channel_last_io`),
+  which removes the NCHW<->NHWC transposes a layer alone would otherwise carry (0.395 ->
+  0.311 ms on a 224x224 block). `add` has two image inputs; `linear` takes and returns an
+  (N, C) vector; `gap` returns (N, C).
+- ONNX: NCHW / NC, as PyTorch, with the TorchScript exporter (`dynamo=False`): ~0.07 s per
+  small layer here, against ~100x more for the dynamo exporter (see docs/lut.md).
+Weights are random (seed 0) and BatchNorm statistics randomized, so nothing folds away.
+
+Exports run in worker processes (`ModelCache(jobs=2)`); workers send converter chatter
+(litert-torch progress lines, absl/glog, warnings) to `<cache>/export-worker.log` instead
+of the terminal. Never benchmark while a batch is exporting on the same cores.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import functools
+import hashlib
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lut_db.layer_key import LayerConfig
+
+from .errors import UnknownRuntime
+
+RUNTIMES = ("tflite", "onnx")
+EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
+#: Bump when the exported graphs change (I/O convention, opset, module code): new cache folder.
+EXPORT_FORMAT = 1
+ONNX_OPSET = 17
+#: The per-invoke overhead model is a ReLU of one element (`overhead_module`): its own work is
+#: a few ns, so its median is what any single-model invoke costs (runtime entry, delegate
+#: dispatch, Python binding, output fetch). A 1x1x1 conv was ~1 us slower in ONNX Runtime
+#: (its Conv kernel set-up), a ReLU is as cheap as an op gets in both runtimes.
+OVERHEAD_NAME = "overhead-relu1"
+
+#: Environment of quiet converters: set before TensorFlow/LiteRT C++ code loads.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "GLOG_minloglevel": "3",
+    "LITERT_TORCH_SHOW_PROGRESS": "n",
+    "LITERT_TORCH_SILENCE_TORCH_LOGS": "y",
+}
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise UnknownRuntime(runtime, RUNTIMES)
+    return runtime
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def exporter_id(runtime: str) -> str:
+    """Folder name of the exporter that produced a cached file (runtime + versions)."""
+    check_runtime(runtime)
+    converter = f"litert{_version('litert-torch')}" if runtime == "tflite" else f"opset{ONNX_OPSET}"
+    return f"{runtime}-f{EXPORT_FORMAT}-torch{_version('torch')}-{converter}"
+
+
+# ----------------------------------------------------------------------------- converters
+def quiet_converters() -> None:
+    """Silence litert-torch progress lines, absl/glog and Python warnings in this process."""
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("absl", "torch", "torch._export", "torch.export", "litert_torch", "tensorflow", "jax"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with litert-torch
+        pass
+
+
+def install_cia_cache() -> bool:
+    """Cache `torch._export.utils._collect_all_valid_cia_ops` (a guarded monkeypatch).
+
+    Why: `torch.export` calls it several times per conversion and it walks every op of every
+    `torch.ops` namespace each time (~25-30% of a small layer's TFLite conversion here),
+    returning the same set. Torch does not cache it because a custom-op library can register
+    new CompositeImplicitAutograd ops later; the cache key therefore is the list of op
+    namespaces plus the number of CIA registrations in the C++ dispatcher, so any such
+    registration recomputes it. Only the export workers install it; a test checks the
+    exported model is byte-identical with and without it. Set NETADAPTV2_NO_CIA_CACHE=1 to
+    disable. Returns whether the cache is active.
+    """
+    if os.environ.get("NETADAPTV2_NO_CIA_CACHE") == "1":
+        return False
+    import torch
+
+    try:
+        from torch._export import utils as export_utils
+        import torch.export.decomp_utils as decomp_utils
+        import torch.export.exported_program as exported_program
+    except ImportError:  # pragma: no cover - a torch without these modules: leave it alone
+        return False
+    targets = [m for m in (exported_program, decomp_utils) if hasattr(m, "_collect_all_valid_cia_ops")]
+    original = getattr(export_utils, "_collect_all_valid_cia_ops", None)
+    if original is None or not targets:
+        return False
+    if all(getattr(m._collect_all_valid_cia_ops, "_netadaptv2_cached", False) for m in targets):
+        return True
+    registrations = torch._C._dispatch_get_registrations_for_dispatch_key
+    cache: dict[tuple, frozenset] = {}
+
+    @functools.wraps(original)
+    def cached():
+        guard = (tuple(torch.ops._dir), len(registrations("CompositeImplicitAutograd")))
+        ops = cache.get(guard)
+        if ops is None:
+            ops = cache[guard] = frozenset(original())
+        return set(ops)  # a fresh set, as the original returns
+
+    cached._netadaptv2_cached = True
+    for module in targets:
+        module._collect_all_valid_cia_ops = cached
+    return True
+
+
+def randomize_batchnorm(module, seed: int = 0) -> None:
+    """Non-trivial BN statistics (and affine terms) so exporters cannot simplify them away."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+def layer_module(cfg: LayerConfig):
+    """(module, example NCHW/NC inputs, indices of image inputs, whether the output is an image)."""
+    import torch
+
+    from search.ops import build_layer
+
+    torch.manual_seed(0)  # identical weights -> identical files for one key
+    module, inputs = build_layer(cfg)
+    image_args = [i for i, x in enumerate(inputs) if x.dim() == 4]
+    image_out = cfg.op not in ("gap", "linear")
+    return module, inputs, image_args, image_out
+
+
+def overhead_module():
+    """(module, inputs) of the overhead model: ReLU of a (1, 1, 1, 1) image, NHWC in TFLite."""
+    import torch
+    from torch import nn
+
+    return nn.ReLU(), (torch.zeros(1, 1, 1, 1),)
+
+
+def network_module(space_spec, subnet: dict, seed: int = 0):
+    """The whole network of `subnet` ({'widths', 'kernels'}) in eval mode + an NCHW sample."""
+    import torch
+
+    from search.spaces.space import SearchSpace, SubnetConfig
+    from search.subnet_model import build_subnet
+
+    space = SearchSpace(space_spec)
+    torch.manual_seed(seed)
+    model = build_subnet(space, SubnetConfig.from_dict(subnet)).eval()
+    randomize_batchnorm(model, seed)
+    h, w = space.spec.input_hw
+    return model, (torch.randn(1, space.spec.in_channels, h, w),)
+
+
+def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args: Sequence[int] = (0,),
+                  image_out: bool = True) -> Path:
+    """Write `module` to `path` (atomically: temporary file + rename) with the I/O convention above."""
+    import torch
+
+    check_runtime(runtime)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        with torch.no_grad():
+            if runtime == "tflite":
+                _export_tflite(module, inputs, tmp, list(image_args), image_out)
+            else:
+                _export_onnx(module, inputs, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _export_tflite(module, inputs, path: Path, image_args: list[int], image_out: bool) -> None:
+    quiet_converters()
+    import litert_torch
+
+    sample = tuple(x.permute(0, 2, 3, 1).contiguous() if i in image_args else x for i, x in enumerate(inputs))
+    if image_args or image_out:
+        module = litert_torch.to_channel_last_io(module, args=image_args, outputs=[0] if image_out else [])
+    litert_torch.convert(module.eval(), sample).export(str(path))
+
+
+def _export_onnx(module, inputs, path: Path) -> None:
+    import torch
+
+    names = [f"in{i}" for i in range(len(inputs))]
+    torch.onnx.export(module.eval(), tuple(inputs), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=names, output_names=["out"], do_constant_folding=True)
+
+
+def export_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
+    """Export one LUT key alone (see the module docstring for the I/O convention)."""
+    module, inputs, image_args, image_out = layer_module(cfg)
+    return export_module(module, inputs, runtime, path, image_args, image_out)
+
+
+def export_network(space_spec, subnet: dict, runtime: str, path: Path, seed: int = 0) -> Path:
+    """Export a whole sub-network: image in (NHWC for TFLite); logits (N, classes) out, or an
+    image out (NHWC for TFLite) for a dense-prediction network."""
+    import torch
+
+    model, inputs = network_module(space_spec, subnet, seed)
+    with torch.no_grad():
+        image_out = model(*inputs).dim() == 4
+    return export_module(model, inputs, runtime, path, image_args=(0,), image_out=image_out)
+
+
+# ----------------------------------------------------------------------------- cache + workers
+@dataclass(frozen=True)
+class _Job:
+    kind: str  # "layer", "network" or "overhead"
+    runtime: str
+    path: str
+    layer: LayerConfig | None = None
+    space_spec: object = None
+    subnet: dict | None = None
+
+
+def _run_job(job: _Job) -> float:
+    """Export one file in a worker; returns the CPU seconds it took."""
+    start = time.process_time()
+    if job.kind == "layer":
+        export_layer(job.layer, job.runtime, Path(job.path))
+    elif job.kind == "overhead":
+        module, inputs = overhead_module()
+        export_module(module, inputs, job.runtime, Path(job.path))
+    else:
+        export_network(job.space_spec, job.subnet, job.runtime, Path(job.path))
+    return time.process_time() - start
+
+
+def _init_worker(log_path: str, cia_cache: bool) -> None:
+    for name, value in QUIET_ENV.items():
+        os.environ[name] = value
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)  # converter C++ logging and prints go to the log, not the terminal
+    os.dup2(fd, 2)
+    os.close(fd)
+    quiet_converters()
+    if cia_cache:
+        install_cia_cache()
+
+
+def subnet_digest(space_spec, subnet: dict, seed: int = 0) -> str:
+    """File-name-safe hash of (space table, sub-network, weight seed)."""
+    text = json.dumps({"space": repr(space_spec), "subnet": subnet, "seed": seed}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class ModelCache:
+    """Exported models on disk: `<cache_dir>/<exporter_id>/<digest>.<ext>`, exported on demand.
+
+    `jobs` worker processes (spawned once, reused across batches) do the exporting; the
+    caller blocks until a batch is on disk, then benchmarks it with the workers idle.
+    """
+
+    def __init__(self, cache_dir: str | Path, runtime: str, jobs: int = 2, cia_cache: bool = True):
+        self.runtime = check_runtime(runtime)
+        self.root = Path(cache_dir).expanduser() / exporter_id(runtime)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.jobs = max(1, int(jobs))
+        self.cia_cache = cia_cache
+        self.exported = 0  # files this cache exported (not found on disk)
+        self.export_cpu_s = 0.0  # CPU seconds the workers spent on them
+        self._pool: futures.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "ModelCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def layer_path(self, cfg: LayerConfig) -> Path:
+        return self.root / "layers" / f"{cfg.digest}{EXTENSIONS[self.runtime]}"
+
+    def network_path(self, space_spec, subnet: dict, seed: int = 0) -> Path:
+        return self.root / "networks" / f"{subnet_digest(space_spec, subnet, seed)}{EXTENSIONS[self.runtime]}"
+
+    def overhead(self) -> Path:
+        """Path of the overhead model (exported on first use)."""
+        path = self.root / f"{OVERHEAD_NAME}{EXTENSIONS[self.runtime]}"
+        if not path.exists():
+            self._run([_Job("overhead", self.runtime, str(path))])
+        return path
+
+    def layers(self, cfgs: Iterable[LayerConfig]) -> list[Path]:
+        """Paths of the models of `cfgs` (same order), exporting the missing ones in parallel."""
+        cfgs = list(cfgs)
+        paths = [self.layer_path(c) for c in cfgs]
+        jobs = {str(p): _Job("layer", self.runtime, str(p), layer=c) for c, p in zip(cfgs, paths) if not p.exists()}
+        self._run(list(jobs.values()))
+        return paths
+
+    def networks(self, space_spec, subnets: Sequence[dict], seed: int = 0) -> list[Path]:
+        """Paths of whole-network models (same order), exporting the missing ones in parallel."""
+        paths = [self.network_path(space_spec, s, seed) for s in subnets]
+        jobs = {str(p): _Job("network", self.runtime, str(p), space_spec=space_spec, subnet=s)
+                for s, p in zip(subnets, paths) if not p.exists()}
+        self._run(list(jobs.values()))
+        return paths
+
+    def _run(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+            self._pool = futures.ProcessPoolExecutor(
+                self.jobs, mp_context=context, initializer=_init_worker,
+                initargs=(str(self.root / "export-worker.log"), self.cia_cache))
+        for seconds in self._pool.map(_run_job, jobs):
+            self.exported += 1
+            self.export_cpu_s += seconds

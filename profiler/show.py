@@ -1,0 +1,48 @@
+"""`lutbuild show`: what a LUT file holds (devices, slices, calibration, coverage per space)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lut_db import coverage
+from lut_db.schema import open_lut
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    device_id: str
+    runtime: str
+    runtime_options: str
+    name: str
+    value_ms: str  # 4 significant digits: overheads are a few microseconds
+    measured_at: str
+
+
+def show_lut(path: str | Path) -> str:
+    """Plain-text tables of the LUT at `path` (read-only: never creates or migrates it)."""
+    db = open_lut(path, create=False)
+    try:
+        devices = coverage.devices(db)
+        slices = coverage.slices(db)
+        spaces = coverage.space_coverage(db)
+        calibration = [CalibrationInfo(d, r, o, n, f"{v:.4g}", at) for d, r, o, n, v, at in db.execute(
+            "SELECT device_id, runtime, runtime_options, name, value_ms, measured_at FROM calibration "
+            "ORDER BY device_id, runtime, runtime_options, name").fetchall()]
+    finally:
+        db.close()
+    parts = [
+        f"LUT {path}",
+        "",
+        "devices",
+        coverage.format_table(devices, ["device_id", "model", "soc", "abi", "cpu_core", "first_seen"]),
+        "",
+        "slices (rows per device, runtime and options)",
+        coverage.format_table(slices),
+        "",
+        "calibration (ms)",
+        coverage.format_table(calibration),
+        "",
+        "coverage per search space (distinct layer keys)",
+        coverage.format_table(spaces),
+    ]
+    return "\n".join(parts)

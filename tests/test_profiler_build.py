@@ -1,0 +1,266 @@
+"""profiler.build / verify loop logic with a scripted agent and a fake export cache (fast).
+
+The real subprocess, real exports and real runner are exercised in test_lutbuild_cli.py.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from device_agents.types import BatchResult, DeviceInfo, DeviceState, ModelTiming
+from lut_db.reader import LatencyTable
+from lut_db.schema import open_lut
+from profiler import build as build_module
+from profiler import verify as verify_module
+from profiler.build import BuildOptions, build_lut, slice_runtime
+from profiler.export import OVERHEAD_NAME
+from profiler.verify import VerifyOptions, verify_lut
+from search.spaces import get_space
+
+OVERHEAD_MS = 0.005
+
+
+class FakeCache:
+    """Stands in for ModelCache: 'exports' are empty files named like the real ones."""
+
+    def __init__(self, cache_dir, runtime, jobs=2, **kwargs):
+        self.root = Path(cache_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.exported, self.export_cpu_s = 0, 0.0
+        self.networks_seen: dict[str, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def overhead(self):
+        path = self.root / f"{OVERHEAD_NAME}.onnx"
+        path.touch()
+        return path
+
+    def layers(self, cfgs):
+        paths = []
+        for cfg in cfgs:
+            path = self.root / f"{cfg.digest}.onnx"
+            path.touch()
+            paths.append(path)
+        return paths
+
+    def networks(self, spec, subnets, seed=0):
+        paths = []
+        for i, subnet in enumerate(subnets):
+            path = self.root / f"net{i}.onnx"
+            path.write_text(json.dumps(subnet))
+            paths.append(path)
+        return paths
+
+
+def layer_ms(cfg) -> float:
+    """The scripted agent's 'true' latency of a layer (ms), before the per-invoke overhead."""
+    return 0.002 + cfg.macs() * 2e-9
+
+
+class ScriptedAgent:
+    """A device whose layers take `layer_ms` + OVERHEAD_MS; can fail or drift on a given call."""
+
+    def __init__(self, space, fail_on_call=None, drift_on_calls=(), network_scale=1.0):
+        self.by_name = {f"{c.digest}.onnx": c for c in space.all_layer_configs()}
+        self.space = space
+        self.calls = 0
+        self.benchmarked: list[str] = []
+        self.fail_on_call = fail_on_call
+        self.drift_on_calls = set(drift_on_calls)
+        self.network_scale = network_scale
+
+    def info(self):
+        return DeviceInfo(device_id="fake:dev", model="fake", cpu_core="1")
+
+    def runtime_version(self, runtime):
+        return f"{runtime} 0.0-test"
+
+    def _ms(self, path: Path, drift: bool) -> float:
+        if path.name.startswith("overhead"):
+            return OVERHEAD_MS
+        if path.name.startswith("net"):
+            from search.spaces.space import SubnetConfig
+
+            cfg = SubnetConfig.from_dict(json.loads(path.read_text()))
+            return OVERHEAD_MS + self.network_scale * sum(layer_ms(c) for c in self.space.layer_configs(cfg))
+        return OVERHEAD_MS + layer_ms(self.by_name[path.name]) * (1.5 if drift else 1.0)
+
+    def benchmark(self, models, settings):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt  # like a kill in the middle of a batch
+        drift = self.calls in self.drift_on_calls
+        timings = []
+        for path in models:
+            ms = self._ms(Path(path), drift)
+            timings.append(ModelTiming(Path(path).name, 50, ms, ms, ms * 0.99, ms * 1.01, ms * 0.01, ms * 0.98, ms * 1.1))
+            self.benchmarked.append(Path(path).name)
+        return BatchResult(timings, DeviceState(), DeviceState())
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tiny():
+    return get_space("mbv3-tiny")
+
+
+@pytest.fixture(autouse=True)
+def fake_cache(monkeypatch):
+    monkeypatch.setattr(build_module, "ModelCache", FakeCache)
+    monkeypatch.setattr(verify_module, "ModelCache", FakeCache)
+
+
+def rows(db_path):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT layer_key, median_ms, source, plan, measured_at, state_after, n "
+                            "FROM measurements ORDER BY layer_key").fetchall()
+
+
+OPTIONS = dict(batch_size=64, cache_dir=Path("unused"), settle_s=0)
+
+
+def test_build_writes_every_key_minus_the_overhead_and_keeps_the_raw_median(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    agent = ScriptedAgent(tiny)
+    report = build_lut(tiny, agent, db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}), progress=False)
+    assert report.measured == 407 == report.planned and report.already_measured == 0
+    got = rows(db)
+    assert len(got) == 407 == len({r[0] for r in got})
+    by_key = {c.key: c for c in tiny.all_layer_configs()}
+    for key, median, source, plan, _, state_after, n in got:
+        assert source == "measured" and plan == "full" and n == 50
+        assert median == pytest.approx(layer_ms(by_key[key]))
+        profiler = json.loads(state_after)["profiler"]
+        assert profiler["raw_median_ms"] == pytest.approx(median + OVERHEAD_MS)
+        assert profiler["overhead_ms"] == OVERHEAD_MS and profiler["attempts"] == 1
+    table = LatencyTable.load(db, "fake:dev", "onnx", slice_runtime("onnx").options)
+    assert table.overhead_ms == pytest.approx(OVERHEAD_MS)
+    cfg = tiny.max_config()
+    assert table.predict(tiny.layer_configs(cfg)) == pytest.approx(
+        OVERHEAD_MS + sum(layer_ms(c) for c in tiny.layer_configs(cfg)))
+
+
+def test_resume_measures_nothing_twice(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    options = BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 100})
+    first = build_lut(tiny, ScriptedAgent(tiny), db, "tflite", options, progress=False)
+    stamps = {r[0]: r[4] for r in rows(db)}
+    assert first.measured == 100 and len(stamps) == 100
+    agent = ScriptedAgent(tiny)
+    second = build_lut(tiny, agent, db, "tflite", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}), progress=False)
+    assert second.already_measured == 100 and second.measured == 307
+    layer_files = [n for n in agent.benchmarked if not n.startswith("overhead")]
+    measured_again = {agent.by_name[n].key for n in layer_files} & set(stamps)
+    # only the drift reference layer (timed in every batch, never written twice) may repeat
+    ref = json.loads(rows(db)[0][5])["profiler"]["reference_key"]
+    assert measured_again <= {ref}
+    assert {r[0]: r[4] for r in rows(db) if r[0] in stamps} == stamps
+    third = build_lut(tiny, ScriptedAgent(tiny), db, "tflite", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}),
+                      progress=False)
+    assert third.measured == 0 and len(rows(db)) == 407
+
+
+def test_a_kill_mid_batch_keeps_committed_batches_and_no_half_batch(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    agent = ScriptedAgent(tiny, fail_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_lut(tiny, agent, db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}), progress=False)
+    assert len(rows(db)) == 2 * 64
+    report = build_lut(tiny, ScriptedAgent(tiny), db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}),
+                       progress=False)
+    assert report.measured == 407 - 128 and len(rows(db)) == 407
+
+
+def test_a_drifting_batch_is_measured_again(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    agent = ScriptedAgent(tiny, drift_on_calls={2})  # batch 2's first attempt runs 50% slow
+    report = build_lut(tiny, agent, db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 192}),
+                       progress=False, log=lambda msg: None)
+    assert agent.calls == 4 and report.remeasured_batches == 1 and report.drifted_batches == 0
+    attempts = [json.loads(r[5])["profiler"]["attempts"] for r in rows(db)]
+    assert sorted(attempts).count(2) == 64
+    by_key = {c.key: c for c in tiny.all_layer_configs()}
+    assert all(r[1] == pytest.approx(layer_ms(by_key[r[0]])) for r in rows(db))  # the drifted values were dropped
+
+
+def test_sparse_plan_writes_interpolated_rows_that_never_count_as_measured(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    report = build_lut(tiny, ScriptedAgent(tiny), db, "onnx",
+                       BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "plan": "sparse"}), progress=False)
+    got = rows(db)
+    assert report.measured + report.interpolated == 407 == len(got)
+    assert report.not_interpolated == 0
+    interpolated = [r for r in got if r[2] == "interpolated"]
+    assert len(interpolated) == report.interpolated > 150
+    assert all(r[3] == "sparse" and r[6] == 0 for r in interpolated)
+    again = build_lut(tiny, ScriptedAgent(tiny), db, "onnx",
+                      BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "plan": "sparse"}), progress=False)
+    assert again.measured == 0
+    # conv/linear latency here is linear in MACs, so bilinear interpolation is nearly exact
+    by_key = {c.key: c for c in tiny.all_layer_configs()}
+    errors = [abs(r[1] / layer_ms(by_key[r[0]]) - 1) for r in interpolated]
+    assert max(errors) < 0.05
+
+
+def test_user_errors_leave_the_file_untouched(tiny, tmp_path):
+    from lut_db.errors import NotALutDatabase
+    from profiler.errors import ProfilerError
+    from search.spaces import UnknownSpace
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database at all")
+    with pytest.raises(NotALutDatabase):
+        build_lut(tiny, ScriptedAgent(tiny), bad, "onnx", BuildOptions(cache_dir=tmp_path), progress=False)
+    assert bad.read_bytes() == b"not a database at all"
+    fresh = tmp_path / "fresh.sqlite"
+    with pytest.raises(UnknownSpace):
+        build_lut("no-such-space", ScriptedAgent(tiny), fresh, "onnx", BuildOptions(cache_dir=tmp_path))
+    with pytest.raises(ProfilerError):
+        build_lut(tiny, ScriptedAgent(tiny), fresh, "onnx", BuildOptions(cache_dir=tmp_path, plan="dense"))
+    assert not fresh.exists()
+
+
+def test_verify_reports_lut_and_mac_proxy_figures(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    build_lut(tiny, ScriptedAgent(tiny), db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}),
+              progress=False)
+    agent = ScriptedAgent(tiny, network_scale=1.02)  # networks run 2% slower than their layers' sum
+    report = verify_lut(tiny, agent, db, "onnx", VerifyOptions(samples=12, rounds=2, cache_dir=tmp_path),
+                        progress=False)
+    for key in ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "mac_proxy", "samples", "plan",
+                "device", "runtime", "runtime_version", "noise"):
+        assert key in report, key
+    for key in ("n", "mape_pct", "within_5pct", "within_10pct", "spearman"):
+        assert key in report["mac_proxy"], key
+    assert report["n"] == 12 == len(report["samples"])
+    assert report["samples"][0]["kind"] == "max" and report["samples"][1]["kind"] == "min"
+    assert report["within_5pct"] == 1.0 and report["spearman"] > 0.99
+    assert 1.0 < report["mape_pct"] < 2.0 and report["bias_pct"] < 0
+    assert report["plan"]["measured"] == 407 and report["plan"]["missing"] == 0
+    json.dumps(report)  # serializable as is
+    from profiler.plots import plot_verify
+    from profiler.verify import format_report
+
+    assert "MAC proxy" in format_report(report)
+    png = plot_verify(report, tmp_path / "v.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verify_without_a_slice_is_a_one_line_user_error(tiny, tmp_path):
+    from lut_db.errors import LutError
+
+    db = tmp_path / "lut.sqlite"
+    open_lut(db).close()
+    with pytest.raises(LutError, match="no measurements for device 'fake:dev'"):
+        verify_lut(tiny, ScriptedAgent(tiny), db, "onnx", VerifyOptions(samples=3, cache_dir=tmp_path),
+                   progress=False)
