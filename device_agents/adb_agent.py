@@ -98,8 +98,13 @@ class AdbAgent:
         if runtime not in self._versions:
             if self.binary is None:
                 self._retrying(self._ensure_runner)
-                out = self._checked(f"python3 {q(DEVICE_ROOT + '/' + RUNNER)} --runtime {q(runtime)} --version",
-                                    "runner --version")
+                cmd = f"python3 {q(DEVICE_ROOT + '/' + RUNNER)} --runtime {q(runtime)} --version"
+                out, rc = self._retrying(lambda: self.shell.shell(cmd, SHORT_S))
+                if rc == 127 or "python3: not found" in out or "python3: inaccessible" in out:
+                    raise AgentError(f"{self.shell.serial}: the phone has no python3 for the Python runner; "
+                                     f"give the Android {TOOL_BACKENDS[runtime]} binary with --benchmark-binary")
+                if rc != 0:
+                    raise AgentError(f"{self.shell.serial}: runner --version failed (exit {rc}): {_last_line(out)}")
                 header = next((ln for ln in out.splitlines() if ln.startswith("{")), "")
                 try:
                     self._versions[runtime] = json.loads(header)["runtime_version"]
@@ -138,9 +143,11 @@ class AdbAgent:
         out = self._retrying(lambda: self.shell.shell(device_state.STATE_COMMAND, SHORT_S))[0]
         return device_state.parse_state_output(out)
 
-    def settle(self) -> DeviceState:
-        """Wait (at most `settle_max_s`) until the phone is not throttling; return the state."""
-        deadline = time.monotonic() + self.settle_max_s
+    def settle(self, max_wait_s: float | None = None) -> DeviceState:
+        """Wait (at most `max_wait_s`, default `settle_max_s`) until the phone is not
+        throttling; return the state. Same signature as `LocalAgent.settle`, which the
+        profiler calls before each batch."""
+        deadline = time.monotonic() + (self.settle_max_s if max_wait_s is None else max_wait_s)
         state = self.read_state()
         while state.throttled and time.monotonic() < deadline:
             time.sleep(min(self.settle_poll_s, max(0.0, deadline - time.monotonic())))

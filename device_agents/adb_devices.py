@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Iterable
 
 from .adb_transport import (AdbServerTransport, AdbShellTransport, DeviceShell, adb_server_running,
-                            list_server_devices)
+                            check_serial, list_server_devices)
 from .types import AgentError
 
-_PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.version.release")
+_PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.version.release",
+          "ro.product.cpu.abi")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class DeviceListing:
     android: str = ""
     via: str = ""  # "adb-server" or "adb-shell"
     note: str = ""  # why a device could not be queried, one line
+    abi: str = ""  # ro.product.cpu.abi: what --benchmark-binary must be built for
 
 
 def _describe(shell: DeviceShell, via: str) -> DeviceListing:
@@ -34,7 +36,7 @@ def _describe(shell: DeviceShell, via: str) -> DeviceListing:
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return DeviceListing(shell.serial, "device", True, props.get("ro.product.model", ""),
                          props.get("ro.soc.model") or props.get("ro.board.platform", ""),
-                         props.get("ro.build.version.release", ""), via)
+                         props.get("ro.build.version.release", ""), via, abi=props.get("ro.product.cpu.abi", ""))
 
 
 def list_devices(specs: Iterable[str] = (), *, key_path: Path | str | None = None, adb: str | None = None,
@@ -55,6 +57,12 @@ def list_devices(specs: Iterable[str] = (), *, key_path: Path | str | None = Non
     for spec in specs:
         if spec in seen:
             continue
+        seen.add(spec)
+        try:
+            check_serial(spec)
+        except AgentError as e:
+            listings.append(DeviceListing(spec, "invalid", False, via="", note=str(e)))
+            continue
         from .adb_keys import load_signers
 
         try:
@@ -67,6 +75,8 @@ def list_devices(specs: Iterable[str] = (), *, key_path: Path | str | None = Non
             continue
         try:
             listings.append(_describe(shell, "adb-shell"))
+        except AgentError as e:  # connected, then lost it
+            listings.append(DeviceListing(spec, "offline", True, via="adb-shell", note=str(e)))
         finally:
             shell.close()
     return listings

@@ -147,6 +147,22 @@ def _polling_tcp_transport_class():
     return PollingTcpTransport
 
 
+_SERIAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:%+\-\[\]]{0,199}")
+
+
+def check_serial(spec: str) -> str:
+    """`spec` if it can be an ADB serial or `host:port`, else a one-line `AgentError`.
+
+    Serials (USB `0A1B2C3D`, `emulator-5554`, mDNS `adb-XYZ._adb-tls-connect._tcp`) and
+    addresses (`192.168.1.7:5555`, `[fe80::1%wlan0]:5555`) use only these characters; a
+    `;`, quote, space or `$` means a typo or an attack, and never reaches a transport.
+    """
+    if not isinstance(spec, str) or not _SERIAL_RE.fullmatch(spec):
+        raise AgentError(f"--device {spec!r}: not an ADB serial or host:port (letters, digits and "
+                         "'.', '_', '-', ':', '%', '+', '[', ']' only); see `lutbuild devices`")
+    return spec
+
+
 def _split_host_port(spec: str) -> tuple[str, int] | None:
     host, sep, port = spec.rpartition(":")
     if sep and host and port.isdigit():
@@ -360,6 +376,7 @@ def open_transport(serial: str, *, transport: str = "auto", key_path: Path | str
     """
     if transport not in TRANSPORTS:
         raise AgentError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
+    check_serial(serial)
     adb = adb or shutil.which("adb")
     if transport == "adb-server" or (transport == "auto" and adb and adb_server_running()
                                      and serial in {d.serial for d in list_server_devices(adb)}):

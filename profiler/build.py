@@ -1,5 +1,9 @@
 """The build loop: plan -> batches -> export -> benchmark on the device -> LUT rows.
 
+This is the single-device loop (`--device local`); phones, and several devices at once,
+go through `multi_device.build_lut_multi` (one worker per device, one writer), which
+shares `_measure`, `_row` and `_interpolate` with it.
+
 Per batch: export the missing model files (worker processes), *then* benchmark the batch
 with the exporters idle (never both on the same cores), then write every row of the batch
 in one transaction. A kill at any moment loses at most the batch in flight and never
@@ -102,13 +106,15 @@ class BuildReport:
     remeasured_batches: int = 0
     drifted_batches: int = 0  # written although the reference still drifted
     overhead_ms: float | None = None
+    reconnects: int = 0  # dropped connections the device agent recovered from (phones)
 
     def summary(self) -> str:
         return (f"{self.space} on {self.device_id} ({self.runtime} {self.runtime_version}, {self.runtime_options}), "
                 f"plan {self.plan}: measured {self.measured} key(s) now, {self.already_measured} before, "
                 f"{self.planned} planned; interpolated {self.interpolated}; exported {self.exported} file(s) "
                 f"in {self.export_s:.1f} s, benchmarked in {self.benchmark_s:.1f} s, total {self.wall_s:.1f} s; "
-                f"overhead {self.overhead_ms if self.overhead_ms is None else round(self.overhead_ms, 4)} ms")
+                f"overhead {self.overhead_ms if self.overhead_ms is None else round(self.overhead_ms, 4)} ms"
+                + (f"; {self.reconnects} reconnect(s)" if self.reconnects else ""))
 
 
 def build_lut(space, agent, db_path: str | Path, runtime: str, options: BuildOptions = BuildOptions(),
@@ -165,7 +171,7 @@ def _build(db, space, plan: Plan, agent, info, rt: RuntimeSpec, options: BuildOp
                               "reference_key": reference.layer.key, "reference_ms": ref_ms,
                               "reference_drift_pct": round(drift, 3), "repeats": settings.repeats,
                               "attempts": attempts}
-                rows = [_row(cfg, timing, overhead_ms, result, info.device_id, rt, plan.name, settings, provenance)
+                rows = [_row(cfg, timing, overhead_ms, result, info, rt, plan.name, settings, provenance)
                         for cfg, timing in zip(batch, result.timings[2:])]
                 writer.write(rows)  # one transaction: the whole batch or nothing
                 reference = calibrate.update_reference(db, writer, *slice_key, reference.layer)
@@ -176,6 +182,7 @@ def _build(db, space, plan: Plan, agent, info, rt: RuntimeSpec, options: BuildOp
     finally:
         bar.close()
     report.overhead_ms = calibrate.update_overhead(db, writer, *slice_key)
+    report.reconnects = getattr(agent, "reconnects", 0)
     if plan.interpolate and len(todo) == len(remaining):
         report.interpolated, report.not_interpolated = _interpolate(db, writer, plan, info.device_id, rt)
         if report.not_interpolated:
@@ -203,15 +210,20 @@ def _measure(agent, paths, settings: BenchmarkSettings, reference: calibrate.Ref
         say(f"lutbuild: reference layer drifted {drift:+.1f}% (> {options.drift_pct}%): re-measuring the batch")
 
 
-def _row(cfg: LayerConfig, t, overhead_ms: float, result: BatchResult, device_id: str, rt: RuntimeSpec, plan: str,
+def _row(cfg: LayerConfig, t, overhead_ms: float, result: BatchResult, info, rt: RuntimeSpec, plan: str,
          settings: BenchmarkSettings, provenance: dict) -> MeasurementRow:
+    """One measured row. `info` (a `DeviceInfo`) tags it: `device_id` selects the slice, and the
+    identity it was measured with (model, SoC, ABI, OS version, core) goes into
+    `state_after["profiler"]["device"]`, next to the governor and frequencies of the states,
+    so a row stays self-describing after a phone's OS update changes its `devices` entry."""
     def net(ms: float) -> float:
         return max(0.0, ms - overhead_ms)
 
-    profiler = {**provenance, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms, "raw_p10_ms": t.p10_ms,
+    identity = {k: getattr(info, k, "") for k in ("model", "soc", "abi", "os_version", "cpu_core")}
+    profiler = {**provenance, "device": identity, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms, "raw_p10_ms": t.p10_ms,
                 "raw_p90_ms": t.p90_ms, "min_ms": t.min_ms, "max_ms": t.max_ms, "cov": round(t.cov, 5)}
     return MeasurementRow(
-        layer=cfg, device_id=device_id, runtime=rt, n=t.n,
+        layer=cfg, device_id=info.device_id, runtime=rt, n=t.n,
         median_ms=net(t.median_ms), mean_ms=net(t.mean_ms), p10_ms=net(t.p10_ms), p90_ms=net(t.p90_ms),
         std_ms=t.std_ms, source="measured", plan=plan, warmup_runs=settings.warmup_runs,
         state_before=dataclasses.asdict(result.state_before),

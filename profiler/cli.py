@@ -1,10 +1,18 @@
 """`lutbuild`: a thin click layer; each command parses arguments and calls one library function.
 
     lutbuild spaces
+    lutbuild devices [--device HOST:PORT ...]
     lutbuild build  --space mbv3-tiny --device local --runtime tflite --db lut.sqlite [--plan sparse]
+    lutbuild build  --space mbv3-tiny --device SERIAL [--device HOST:PORT ...] --runtime tflite \
+                    --db lut.sqlite --benchmark-binary benchmark_model [--transport auto] [--adb-key KEY]
     lutbuild verify --space mbv3-tiny --device local --runtime tflite --db lut.sqlite --samples 50 \
                     --json verify.json --plot verify.png
     lutbuild show   --db lut.sqlite
+
+`build --device local` alone runs the single-device loop (`build.build_lut`); phones, and
+several `--device`s at once, run one worker per device and one writer
+(`multi_device.build_lut_multi`). A device that fails mid-build stops with one line naming
+it while the others finish, and the exit code is 1.
 
 Errors a user can cause (unknown space, plan or runtime, a file that is not a LUT or has a
 newer schema, a missing slice, a bad option) print one line on stderr and exit with code 1,
@@ -18,6 +26,9 @@ from pathlib import Path
 
 import click
 
+from device_agents.adb_transport import TRANSPORTS
+
+from .agents import LOCAL, RUNNERS, name_device
 from .build import DEFAULT_CACHE_DIR, BuildOptions
 from .export import RUNTIMES
 from .plan import PLANS
@@ -64,11 +75,37 @@ def _space_option(f):
     return click.option("--space", required=True, help="search space name (see `lutbuild spaces`)")(f)
 
 
+def _phone_options(f):
+    """Options of the ADB agent (docs/phone.md); `--device local` refuses them."""
+    for option in reversed([
+        click.option("--benchmark-binary", "binary", type=click.Path(dir_okay=False, path_type=Path),
+                     help="phones: the Android benchmark_model (tflite) / onnxruntime_perf_test (onnx) to push; "
+                          "without it the Python runner runs on the phone"),
+        click.option("--runner", type=click.Choice(RUNNERS), default=None,
+                     help="phones: 'tool' (needs --benchmark-binary) or 'python' (runner.py, needs python3 and "
+                          "the runtime on the phone) [default: tool when --benchmark-binary is given]"),
+        click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True,
+                     help="phones: adb-shell (no adb binary needed), adb-server (a running adb server), or auto"),
+        click.option("--adb-key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="phones: private ADB key [default: ~/.android/adbkey, created on first use]"),
+        click.option("--auth-timeout", "auth_timeout_s", type=click.FloatRange(min=0.1), default=None,
+                     hidden=True, help="seconds to wait for the phone to accept the key (tests)"),
+    ]):
+        f = option(f)
+    return f
+
+
+def _agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir) -> dict:
+    """`profiler.agents.open_agent` keyword arguments of the phone options."""
+    from .agents import default_workdir
+
+    return dict(binary=binary, runner=runner, transport=transport, key_path=key_path,
+                auth_timeout_s=auth_timeout_s, workdir=default_workdir(cache_dir))
+
+
 def _common(f):
     for option in reversed([
         _space_option,
-        click.option("--device", default="local", show_default=True,
-                     help="'local' (this host) or a phone: ADB serial or address"),
         click.option("--runtime", type=click.Choice(RUNTIMES), required=True, help="runtime to measure with"),
         click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
                      help="LUT file (SQLite)"),
@@ -96,7 +133,34 @@ def spaces() -> None:
 
 
 @cli.command()
+@click.option("--device", "devices", multiple=True, metavar="HOST:PORT",
+              help="also query this phone over TCP (repeatable); phones on an adb server are listed anyway")
+@click.option("--adb-key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="private ADB key [default: ~/.android/adbkey]")
+@click.option("--auth-timeout", "auth_timeout_s", type=click.FloatRange(min=0.1), default=5.0, hidden=True,
+              help="seconds to wait for a phone to accept the key")
+def devices(devices, key_path, auth_timeout_s) -> None:
+    """List the phones seen (adb server + --device): serial, model, SoC, Android, authorized?"""
+    from device_agents.adb_devices import list_devices
+    from lut_db.coverage import format_table
+
+    listings = list_devices(devices, key_path=key_path, auth_timeout_s=auth_timeout_s)
+    if not listings:
+        click.echo("no phones found: none on a running adb server (`adb devices`), and no --device HOST:PORT given; "
+                   "see docs/phone.md")
+        return
+    click.echo(format_table(listings, ["serial", "state", "authorized", "model", "soc", "android", "abi", "via"]))
+    for item in listings:
+        if item.note:
+            click.echo(name_device(item.serial, item.note))
+
+
+@cli.command()
 @_common
+@click.option("--device", "devices", multiple=True, default=(LOCAL,), show_default=True,
+              help="'local' (this host) or a phone: ADB serial or host:port; repeat it to fill one LUT from "
+                   "several phones at once (one worker each)")
+@_phone_options
 @click.option("--plan", type=click.Choice(PLANS), default="full", show_default=True,
               help="full: measure every key; sparse: a channel grid, the rest interpolated")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -105,25 +169,41 @@ def spaces() -> None:
               help="interleaved passes over each batch")
 @click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True,
               help="measure at most this many keys in this run (tests)")
-def build(space, device, runtime, db, threads, delegate, jobs, cache_dir, quiet, plan, batch_size, repeats, limit) -> None:
-    """Measure the layer keys of a space on a device and store them in the LUT (resumes)."""
-    from .agents import open_agent
+def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices, binary, runner, transport, key_path,
+          auth_timeout_s, plan, batch_size, repeats, limit) -> None:
+    """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
+    from .agents import close_agents, open_agents
     from .build import build_lut
+    from .multi_device import build_lut_multi
     from .spaces import resolve_space
 
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
-    agent = open_agent(device, runtime=runtime)
+    options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, batch_size=batch_size,
+                           repeats=repeats, limit=limit, cache_dir=cache_dir)
+    devices = devices or (LOCAL,)
+    # Every device connected (and authorized) before the LUT file is touched; any failure: one line, exit 1.
+    agents = open_agents(devices, runtime,
+                         **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     try:
-        options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, batch_size=batch_size, repeats=repeats,
-                               limit=limit, cache_dir=cache_dir)
-        report = build_lut(space, agent, db, runtime, options, progress=not quiet)
+        if list(devices) == [LOCAL]:
+            report = build_lut(space, agents[0], db, runtime, options, progress=not quiet)
+        else:
+            report = build_lut_multi(space, agents, db, runtime, options, progress=not quiet)
     finally:
-        agent.close()
+        close_agents(agents)
     click.echo(report.summary())
+    failures = getattr(report, "failures", [])
+    for line in failures:
+        click.echo(f"{PROG}: error: {line}", err=True)
+    if failures:
+        sys.exit(1)  # the measured batches are kept: the same command again finishes the stopped device(s)
 
 
 @cli.command()
 @_common
+@click.option("--device", default=LOCAL, show_default=True,
+              help="'local' (this host) or a phone: ADB serial or host:port")
+@_phone_options
 @click.option("--samples", type=click.IntRange(min=2), default=50, show_default=True,
               help="sub-networks to measure (largest and smallest included)")
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
@@ -133,15 +213,16 @@ def build(space, device, runtime, db, threads, delegate, jobs, cache_dir, quiet,
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a predicted-vs-measured PNG here")
-def verify(space, device, runtime, db, threads, delegate, jobs, cache_dir, quiet, samples, seed, rounds, interpolate,
-           json_path, plot_path) -> None:
-    """Measure sampled whole networks and compare with the LUT (and a MAC proxy)."""
+def verify(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, device, binary, runner, transport, key_path,
+           auth_timeout_s, samples, seed, rounds, interpolate, json_path, plot_path) -> None:
+    """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
     from .agents import open_agent
     from .spaces import resolve_space
     from .verify import VerifyOptions, format_report, verify_lut
 
     space = resolve_space(space)
-    agent = open_agent(device, runtime=runtime)
+    agent = open_agent(device, runtime,
+                       **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     try:
         options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, rounds=rounds, jobs=jobs,
                                 cache_dir=cache_dir, interpolate=interpolate)
