@@ -9,10 +9,12 @@ same resource constraint, and reports wall time and RMSE:
   layers per iteration, each scored by -RMSE on the holdout split with sliced super-network
   weights and BN recalibrated), fine-tune the winner (`--finetune-steps`).
 - **NetAdapt V1**: train the max network plainly for the same number of steps (V1 starts from
-  a trained network), then V1's loop: every iteration one proposal per width variable, each
-  shrinking that one layer just enough for V1's schedule target (2.5 % of the start, decay
-  0.96), each short-fine-tuned (`--v1-steps`) from the current weights and scored on the
-  holdout split; the best proposal is kept with its weights. Same final fine-tune.
+  a trained network), then V1's loop (`search.mcd.baselines.netadapt_v1`, the code `nas-search
+  report --baselines netadapt-v1` runs, with the depth task's fine-tune and score): every
+  iteration one proposal per width variable, each shrinking that one layer just enough for
+  V1's schedule target (2.5 % of the start, decay 0.96), each short-fine-tuned (`--v1-steps`,
+  AdamW 5e-4) from the current weights and scored by -RMSE on the holdout split; the best
+  proposal is kept with its weights. Same final fine-tune.
 
 Constraint: MACs (`--limit`, a fraction of the max network's). No phone LUT on this host;
 with one, MCD's `LutLatencyMetric` drops in for `MacsMetric` unchanged. RMSE / δ1 are on the
@@ -24,7 +26,6 @@ Usage: python benchmarks/bench_depth.py [--quick]  (JSON under benchmarks/result
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import tempfile
@@ -34,52 +35,17 @@ from pathlib import Path
 import torch
 
 from search.data.loader import make_loader
-from search.depth.supernet import DepthSuperNet, copy_slices
+from search.depth.supernet import DepthSuperNet
 from search.depth.task import DepthTask
 from search.depth.train import DepthTrainConfig, finetune, train_supernet
 from search.evaluate import recalibrate_bn
-from search.mcd.baselines import _v1_proposal  # V1's single-layer proposal, shared with the classification V1
-from search.mcd.candidates import KERNEL_PREFIX, dimensions, meets
+from search.mcd.baselines import netadapt_v1
 from search.mcd.metrics import Constraint, MacsMetric
-from search.mcd.schedule import ReductionSchedule
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
 from search.subnet_model import build_subnet
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def netadapt_v1_depth(space, constraint, model, train_loader, holdout_loader, task, steps, log):
-    """V1's loop for the depth task (`search.mcd.baselines.netadapt_v1` is classification-only)."""
-    schedule = ReductionSchedule(0.025, 0.96, 0.005)
-    metric, limit = constraint.metric, constraint.limit
-    current = space.canonical(model.config)
-    initial = metric.value(current)
-    dims = [d for d in dimensions(space) if not d.startswith(KERNEL_PREFIX)]
-    iteration = evaluations = 0
-    score = float("nan")
-    cfg = DepthTrainConfig(steps=steps, warmup_steps=1, lr=5e-4, log_every=10 ** 9)
-    while not meets({metric.name: metric.value(current)}, {metric.name: limit}):
-        iteration += 1
-        target = schedule.target(iteration, metric.value(current), initial, limit)
-        best = None
-        for dim in dims:
-            cand = _v1_proposal(space, current, [constraint], {metric.name: target}, dim)
-            if cand is None:
-                continue
-            proposal = build_subnet(space, cand)
-            copy_slices(model, proposal)
-            finetune(proposal, train_loader, cfg)
-            s = task.score(task.evaluate(proposal, holdout_loader))
-            evaluations += 1
-            if best is None or s > best[0]:
-                best = (s, cand, copy.deepcopy(proposal))
-        if best is None:
-            raise RuntimeError("netadapt-v1: no single-layer proposal reaches the target")
-        score, current, model = best
-        log(f"  v1 iter {iteration}: macs {metric.value(current) / 1e6:.3f}M holdout RMSE {-score:.4f} "
-            f"({evaluations} fine-tunes)")
-    return current, model, iteration, evaluations
 
 
 def main() -> None:
@@ -149,11 +115,11 @@ def main() -> None:
     finetune(max_model, train_loader, train_cfg, log=lambda s: log("  " + s))
     times = {"train_s": time.perf_counter() - t}
     t = time.perf_counter()
-    config, model, iterations, evaluations = netadapt_v1_depth(space, constraint, max_model, train_loader,
-                                                               holdout_loader, task, args.v1_steps, log)
+    v1 = netadapt_v1(space, [constraint], max_model, train_loader, holdout_loader, finetune_steps=args.v1_steps,
+                     lr=task.proposal_lr, log=lambda s: log("  " + s))
     times["search_loop_s"] = time.perf_counter() - t
-    final("netadapt-v1 (per-candidate fine-tune)", config, model, times,
-          {"iterations": iterations, "evaluations": evaluations})
+    final("netadapt-v1 (per-candidate fine-tune)", v1.config, v1.detail["model"], times,
+          {"iterations": v1.detail["iterations"], "evaluations": v1.evaluations, "holdout_rmse": -v1.score})
 
     # ---- reference points: max network and the uniform width multiplier at the same MACs
     for name, cfg in (("max network (no search)", space.max_config()),):

@@ -184,7 +184,7 @@ def network_module(space_spec, subnet: dict, seed: int = 0):
     from search.spaces.space import SearchSpace, SubnetConfig
     from search.subnet_model import build_subnet
 
-    space = SearchSpace(space_spec)
+    space = getattr(space_spec, "space_class", SearchSpace)(space_spec)  # depth specs name their class
     torch.manual_seed(seed)
     model = build_subnet(space, SubnetConfig.from_dict(subnet)).eval()
     randomize_batchnorm(model, seed)

@@ -62,8 +62,11 @@ def _overrides_back(overrides: dict) -> dict:
 
 def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map_location="cpu"):
     """(space, supernet, meta) from a checkpoint; SearchError if it is not one, or if `space`
-    is given and the checkpoint was trained on another space or other overrides."""
-    from search.supernet import SuperNet
+    is given and the checkpoint was trained on another space or other overrides.
+
+    The super-network class comes from the space's task (`search.tasks`): `SuperNet` for
+    classification spaces, `DepthSuperNet` for depth spaces."""
+    from search.tasks import task_of
 
     path = Path(path)
     if not path.is_file():
@@ -86,6 +89,6 @@ def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map
         ours = space_overrides(space) if space.name == payload["space"] else "-"
         raise SearchError(f"checkpoint {path} is for space {payload['space']} ({theirs}), not {space.name} "
                           f"({ours or 'no overrides'})")
-    supernet = SuperNet(loaded_space, dropout=payload.get("dropout", 0.0))
+    supernet = task_of(loaded_space).build_supernet(loaded_space, dropout=payload.get("dropout", 0.0))
     supernet.load_state_dict(payload["state_dict"])
     return loaded_space, supernet, payload["meta"]

@@ -18,6 +18,7 @@ COMMANDS = {
     "finetune": "search.cmd_finetune:finetune",
     "export": "search.cmd_export:export",
     "report": "search.cmd_report:report",
+    "demo": "search.cmd_demo:demo",
 }
 
 

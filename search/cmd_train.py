@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from search import distributed
+from search.tasks import TASK_NAMES, get_task
 from search.train import TrainConfig, train as train_supernet
 
 _D = TrainConfig()
@@ -11,33 +12,42 @@ _D = TrainConfig()
 
 @click.command()
 @click.option("--space", default=_D.space, show_default=True, help="Search space name (`nas-search spaces`).")
-@click.option("--data", default=_D.data, show_default=True,
-              help="'builtin', an ImageFolder root (train/<class>/..., val/...) or a CIFAR-10 python directory.")
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
+              help="Fail unless the space is of this task [the space's: fastdepth* are depth].")
+@click.option("--data", default=None,
+              help="Classification: 'builtin', an ImageFolder root (train/<class>/..., val/...) or a CIFAR-10 "
+                   "python directory. Depth: 'builtin-depth' or a NYU Depth v2 folder (FastDepth's h5 files). "
+                   "[the task's built-in set]")
 @click.option("--epochs", default=_D.epochs, show_default=True, type=int, help="Total epochs (also with --resume).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory: supernet.pt (checkpoint every epoch) and train_log.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/supernet.pt with its saved settings.")
 @click.option("--batch-size", default=_D.batch_size, show_default=True, type=int, help="Images per process.")
 @click.option("--lr", default=None, type=float, help="Peak learning rate [default: 0.1 x global batch / 128 (SGD)].")
-@click.option("--optimizer", default=_D.optimizer, show_default=True, type=click.Choice(["sgd", "adamw"]))
+@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
+              help="[classification: sgd; depth: adamw]")
 @click.option("--seed", default=_D.seed, show_default=True, type=int, help="Seed of init, data order, OD draws.")
 @click.option("--workers", default=_D.workers, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option("--granularity", default=None, type=int, help="Channel step of width choices [default: the space's].")
 @click.option("--holdout", default=None, type=int,
-              help="Training images held out for MCD scoring [default: 10% of train, at most 10,000].")
+              help="Training images held out for MCD scoring [default: 10% of train, at most 10,000]. "
+                   "Classification only: depth data sets have a fixed holdout split.")
 @click.option("--steps-per-epoch", default=None, type=int, help="Cap steps per epoch (smoke runs).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda:<local rank> if available].")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(space, data, epochs, out_dir, resume, batch_size, lr, optimizer, seed, workers, granularity, holdout,
+def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer, seed, workers, granularity, holdout,
           steps_per_epoch, device, no_progress) -> None:
-    """Train the OD super-network (CBC, super-kernels); torchrun for several processes."""
-    cfg = TrainConfig(space=space, data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    """Train the OD super-network (CBC, super-kernels); torchrun for several processes.
+
+    The space's task decides what is trained: classification (cross-entropy, top-1) or depth
+    (masked L1, RMSE/δ1 for `fastdepth`, `fastdepth-tiny`)."""
+    cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                       seed=seed, workers=workers, granularity=granularity, holdout=holdout,
                       steps_per_epoch=steps_per_epoch, progress=not no_progress)
     try:
         result = train_supernet(cfg, out_dir, resume=resume, device=device)
     finally:
         distributed.cleanup()
-    if result.metrics.get("val_acc_max") is not None and not no_progress:
-        click.echo(f"wrote {result.checkpoint} (val acc max {result.metrics['val_acc_max']:.3f}, "
-                   f"min {result.metrics['val_acc_min']:.3f})")
+    summary = get_task(result.task).result_summary(result.metrics)
+    if summary and not no_progress:
+        click.echo(f"wrote {result.checkpoint} ({summary})")

@@ -2,11 +2,14 @@
 
     for epoch:
         for x, y in loader:
-            x = augment_batch(x, g)                 # seeded per (seed, epoch, rank)
+            x = task.augment(x, g)                  # seeded per (seed, epoch, rank)
             od = supernet.sample_od(len(x), g)       # one sub-network per image
-            loss = cross_entropy(model(x, od), y, label_smoothing)
+            loss = task.loss(model(x, od), y, label_smoothing)
             loss.backward(); optimizer.step(); scheduler.step()
         validate max + min sub-networks (sliced, BN recalibrated) ; checkpoint ; log
+
+The task comes from the space (`search/tasks.py`): classification (cross-entropy, pad-crop
+and flip per batch, top-1) or depth (masked L1, augmentation inside the data set, RMSE/δ1).
 
 Reproducibility: every random draw of epoch e comes from generators seeded with
 (seed, e, rank), and the checkpoint written after each epoch holds model, optimizer and
@@ -24,16 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from search import distributed
 from search.checkpoint import load_supernet, save_supernet
-from search.data import augment_batch, get_dataset, make_loader
+from search.data import make_loader
 from search.errors import SearchError
 from search.evaluate import RECALIBRATION_BATCHES, evaluate, recalibrate_bn
 from search.spaces import get_space
 from search.supernet import ODPolicy, SuperNet
+from search.tasks import task_of
 
 CHECKPOINT_NAME = "supernet.pt"
 LOG_NAME = "train_log.jsonl"
@@ -44,21 +47,23 @@ class TrainConfig:
     """Super-network training settings; every default says why."""
 
     space: str = "mbv3-tiny"  # the demo space; `nas-search spaces` lists the others
-    data: str = "builtin"  # needs no download; or an ImageFolder / CIFAR-10 directory
+    task: str | None = None  # None: the space's task; otherwise it must agree with the space
+    data: str | None = None  # None: the task's built-in set (builtin / builtin-depth), needs no download
     epochs: int = 15  # built-in set: max subnet val ~0.64 (H200: 65 s; 2-core CPU: ~1 s/step x 70 steps/epoch)
     batch_size: int = 128  # per process; large enough for BN statistics over mixed sub-networks
-    optimizer: str = "sgd"  # "sgd" (Nesterov momentum, MobileNet/OFA practice) or "adamw"
+    optimizer: str | None = None  # None: the task's ("sgd": Nesterov, MobileNet/OFA practice; depth "adamw")
     lr: float | None = None  # None: 0.1 x global batch / 128 for SGD (linear scaling), 2e-3 for AdamW
     momentum: float = 0.9  # standard SGD momentum
     nesterov: bool = True  # slightly faster convergence at no cost
-    weight_decay: float | None = None  # None: 4e-5 for SGD (MobileNetV3), 0.05 for AdamW; never on BN/bias
+    weight_decay: float | None = None  # None: the task's, else 4e-5 for SGD (MobileNetV3), 0.05 for AdamW
     warmup_epochs: float = 1.0  # linear warmup avoids early divergence with fresh BN + large LR
-    label_smoothing: float = 0.1  # MobileNetV3 / OFA value; also softens targets of tiny sub-networks
+    label_smoothing: float = 0.1  # MobileNetV3 / OFA value; also softens targets of tiny sub-networks (classification)
     od_max_share: float = 0.25  # sandwich rule: share of each batch at the max network (see supernet/od.py)
     od_min_share: float = 0.25  # ... and at the min network
     per_image_kernels: bool = True  # kernel size sampled per image (False: per batch)
     granularity: int | None = None  # None: the space's own channel step
-    holdout: int | None = None  # None: `default_holdout` (10% of train, <= 10k), excluded from training
+    holdout: int | None = None  # None: `default_holdout` (10% of train, <= 10k), excluded from training;
+    # depth data sets have a fixed holdout split, so it must stay None there
     seed: int = 0  # model init, data order, augmentation and OD draws all derive from it
     workers: int = 0  # DataLoader workers; 0 keeps the 2-core demo fastest (data is in memory)
     amp: bool = True  # bf16/fp16 autocast, only when training on a GPU
@@ -79,11 +84,18 @@ class TrainConfig:
         return 4e-5 if self.optimizer == "sgd" else 0.05
 
 
+    def resolved(self, task) -> "TrainConfig":
+        """This config with the fields left None filled from `task.train_defaults` (and `task` set)."""
+        fills = {k: v for k, v in task.train_defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, task=task.name, **fills)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     checkpoint: Path
     epochs: int
     metrics: dict  # the last epoch's log record
+    task: str = "classification"
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, world_size: int) -> torch.optim.Optimizer:
@@ -135,6 +147,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
           stop_after: int | None = None) -> TrainResult:
     """Train the OD super-network of `cfg.space` on `cfg.data`; write `out_dir/supernet.pt` + a JSONL log.
 
+    The space's task (`search/tasks.py`) supplies data, super-network, loss and validation;
+    `cfg.task`, when set, must agree with it (SearchError otherwise).
+
     `resume` continues from `out_dir/supernet.pt` with its saved settings (`cfg.epochs` may
     extend the run; the cosine schedule then stretches to the new total). `stop_after`
     returns after that many epochs of this call, as if interrupted (tests, time-sliced jobs).
@@ -144,10 +159,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
     info = distributed.init_from_env(device)
     dev = info.device
     start_epoch, resume_meta, state = 0, None, None
+    requested = get_space(cfg.space, granularity=cfg.granularity)
+    task_of(requested, cfg.task)  # --task must agree with --space
     if resume:
         if not ckpt_path.is_file():
             raise SearchError(f"--resume: no checkpoint {ckpt_path} to resume from")
-        requested = get_space(cfg.space, granularity=cfg.granularity)
         _, loaded, resume_meta = load_supernet(ckpt_path, space=requested)
         saved = TrainConfig(**resume_meta["train_config"])
         # the saved run defines the result; only how far and how it is displayed may change
@@ -155,18 +171,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
         start_epoch = int(resume_meta["epoch"]) + 1
         state = loaded.state_dict()
     space = get_space(cfg.space, granularity=cfg.granularity)
-    if space.task != "classification":
-        raise SearchError(f"space {space.name} is a {space.task} space; `train` trains classification spaces")
-    image_size = space.spec.input_hw[0]
-    train_set = get_dataset(cfg.data, "train", image_size, holdout=cfg.holdout)
-    val_set = get_dataset(cfg.data, "val", image_size)
-    classes = train_set.info.num_classes
-    if classes > space.spec.num_classes:
-        raise SearchError(f"data {cfg.data} has {classes} classes but space {space.name} has "
-                          f"{space.spec.num_classes} outputs")
+    task = task_of(space)
+    cfg = cfg.resolved(task)
+    if task.fixed_holdout and cfg.holdout is not None:
+        raise SearchError(f"--holdout: {task.name} data sets have a fixed holdout split (never trained on); "
+                          "score on fewer of its images with `nas-search search --holdout-size`")
+    image_hw = space.spec.input_hw
+    train_set = task.dataset(cfg.data, "train", image_hw, holdout=cfg.holdout)
+    val_set = task.dataset(cfg.data, "val", image_hw)
+    task.check_data(train_set, space, cfg.data)
 
     torch.manual_seed(cfg.seed)
-    supernet = SuperNet(space, policy=ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels))
+    supernet = task.build_supernet(space, ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels))
     if state is not None:
         supernet.load_state_dict(state)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -200,6 +216,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
         loader.sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
+            train_set.set_epoch(epoch)
         g = _epoch_generator(cfg.seed, epoch, info.rank)
         model.train()
         loss_sum = correct = seen = 0.0
@@ -208,32 +226,36 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
         for step, (x, y) in enumerate(loader):
             if step >= steps:
                 break
-            x = augment_batch(x, g).to(dev, non_blocking=True).contiguous(memory_format=fmt)
+            x = task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=fmt)
             y = y.to(dev, non_blocking=True)
             od = supernet.sample_od(len(x), g)
             with _autocast(dev, use_amp):
-                logits = model(x, od)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                output = model(x, od)
+                loss = task.loss(output, y, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
-            correct += float((logits.argmax(1) == y).sum())
+            if task.train_metric_name:
+                correct += task.train_metric(output, y)
             seen += len(y)
             if bar is not None:
                 rate = seen * info.world_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+                shown = {"acc": f"{correct / seen:.3f}"} if task.train_metric_name else {}
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", **shown, img_s=f"{rate:.0f}")
                 bar.update()
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
         loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], dev)
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc_od": correct / seen,
-                  "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / seconds, "seconds": seconds}
+        record = {"epoch": epoch, "train_loss": loss_sum / seen}
+        if task.train_metric_name:
+            record[task.train_metric_name] = correct / seen
+        record.update(lr=optimizer.param_groups[0]["lr"], images_per_s=seen / seconds, seconds=seconds)
         if info.is_main:
-            record.update(validate_extremes(supernet, bn_loader, val_loader, cfg.bn_batches, cfg.val_batches))
+            record.update(task.validate_extremes(supernet, bn_loader, val_loader, cfg.bn_batches, cfg.val_batches))
             record.update(depth_max=space.depth(space.max_config()), depth_min=space.depth(space.min_config()))
             meta = {"train_config": dataclasses.asdict(cfg), "epoch": epoch, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
@@ -242,13 +264,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if cfg.progress:
-                print(f"epoch {epoch + 1}: loss {record['train_loss']:.3f}  OD acc {record['train_acc_od']:.3f}  "
-                      f"val max {record['val_acc_max']:.3f}  val min {record['val_acc_min']:.3f}  "
-                      f"{record['images_per_s']:.0f} img/s", flush=True)
+                print(f"epoch {epoch + 1}: {task.epoch_summary(record)}", flush=True)
         distributed.barrier()
     if resume_meta is not None and not record:
         record = resume_meta.get("metrics", {})
-    return TrainResult(ckpt_path, cfg.epochs, record)
+    return TrainResult(ckpt_path, cfg.epochs, record, task.name)
 
 
 def _progress(total: int, desc: str, enabled: bool):

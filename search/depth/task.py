@@ -5,6 +5,8 @@ L1), evaluation (RMSE, MAE, REL, δ1-3 per image averaged, `metrics.py`) and the
 maximises: ``-RMSE`` by default (metres; higher is better), or ``delta1``.
 `scorer(...)` returns MCD's `SupernetScorer` wired with this task's evaluation, so a depth
 search is `run_mcd(space, constraints, task.scorer(supernet, holdout, calib), out)`.
+The rest of the methods are the task interface `nas-search` uses (see `search/tasks.py`,
+where `ClassificationTask` has the same methods).
 """
 from __future__ import annotations
 
@@ -35,14 +37,70 @@ class DepthTask:
 
     # ----------------------------------------------------------------- data
     default_data: str = BUILTIN
+    fixed_holdout = True  # NYU: files named *00001.h5 / *00201.h5; builtin-depth: its own seed stream
+    headline = ("rmse", "delta1")  # finetune.json: val_rmse(_before), val_delta1(_before)
+    # TrainConfig fields left None: AdamW and light decay, as DepthTrainConfig (converges in few steps)
+    train_defaults = {"data": BUILTIN, "optimizer": "adamw", "weight_decay": 1e-4}
+    finetune_defaults = {"lr": 5e-4, "weight_decay": 1e-4}  # AdamW from trained weights: small steps
+    proposal_lr = 5e-4  # NetAdapt V1's per-proposal fine-tune (AdamW)
+    records_holdout_metrics = True  # final.json / baselines keep RMSE, MAE, REL, δ1-3 of the held-out split
 
-    def dataset(self, spec: str, split: str, image_hw, seed: int = 0, size: int | None = None) -> Dataset:
-        """`spec`: ``builtin-depth`` or a NYU Depth v2 h5 root; split train / holdout / val."""
+    def dataset(self, spec: str, split: str, image_hw, holdout: int | None = None, seed: int = 0,
+                size: int | None = None) -> Dataset:
+        """`spec`: ``builtin-depth`` or a NYU Depth v2 h5 root; split train / holdout / val.
+
+        The holdout split is fixed (never part of train); `holdout` (as `size`) takes its
+        first n images, for scoring on fewer. It does not change the train split.
+        """
+        if split == "holdout" and holdout is not None:
+            size = holdout if size is None else min(size, holdout)
         return get_depth_dataset(spec, split, image_hw, seed, size)
 
+    def check_data(self, train_set: Dataset, space, spec: str) -> None:
+        """Nothing to check: every depth data set has one output channel."""
+
     # ----------------------------------------------------------------- training
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def build_supernet(self, space, policy=None, dropout: float = 0.0) -> nn.Module:
+        """`DepthSuperNet` (`dropout` is accepted for parity with classification; there is no classifier)."""
+        from .supernet import DepthSuperNet
+        return DepthSuperNet(space, policy)
+
+    def augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Identity: depth augmentation (NYU) happens in the data set, on rgb and depth together."""
+        return x
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Masked L1 (metres); `label_smoothing` is a classification setting and is ignored."""
         return masked_l1(pred, target)
+
+    train_metric_name = None  # the loss (L1, m) is the training figure
+
+    def train_metric(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        return None
+
+    def validate_extremes(self, supernet, bn_loader, val_loader, bn_batches: int,
+                          val_batches: int | None = None) -> dict[str, float]:
+        """Val RMSE (m) and δ1 of the max and min sub-networks (sliced, BN recalibrated)."""
+        from search.evaluate import recalibrate_bn
+        out = {}
+        space = supernet.space
+        for name, config in (("max", space.max_config()), ("min", space.min_config())):
+            sub = supernet.subnet(config).to(next(supernet.parameters()).device)
+            recalibrate_bn(sub, bn_loader, bn_batches)
+            metrics = self.evaluate(sub, val_loader, val_batches)
+            out[f"val_rmse_{name}"], out[f"val_delta1_{name}"] = metrics["rmse"], metrics["delta1"]
+        return out
+
+    def epoch_summary(self, record: dict) -> str:
+        return (f"L1 {record['train_loss']:.3f} m  val RMSE max {record['val_rmse_max']:.3f} m "
+                f"min {record['val_rmse_min']:.3f} m  δ1 max {record['val_delta1_max']:.3f} "
+                f"min {record['val_delta1_min']:.3f}  {record['images_per_s']:.0f} img/s")
+
+    def result_summary(self, record: dict) -> str | None:
+        if record.get("val_rmse_max") is None:
+            return None
+        return (f"val RMSE max {record['val_rmse_max']:.3f} m, min {record['val_rmse_min']:.3f} m; "
+                f"δ1 max {record['val_delta1_max']:.3f}, min {record['val_delta1_min']:.3f}")
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -65,6 +123,9 @@ class DepthTask:
         """Higher is better: -RMSE (m) or δ1."""
         return -metrics["rmse"] if self.score_metric == "rmse" else metrics["delta1"]
 
+    def describe(self, metrics: dict[str, float]) -> str:
+        return f"val RMSE {metrics['rmse']:.4f} m, δ1 {metrics['delta1']:.4f}"
+
     def evaluate_fn(self, max_batches: int | None = None) -> Callable[[nn.Module, DataLoader], float]:
         """``(model, loader) -> score`` for `search.mcd.scoring.SupernetScorer`."""
         return lambda model, loader: self.score(self.evaluate(model, loader, max_batches))
@@ -73,14 +134,63 @@ class DepthTask:
                max_batches: int | None = None):
         """MCD scorer: slice the candidate, recalibrate BN on `calib_loader`, score on `holdout_loader`."""
         from search.mcd.scoring import SupernetScorer
-        return SupernetScorer(supernet, holdout_loader, calib_loader, calib_batches, self.evaluate_fn(max_batches))
+        return SupernetScorer(supernet, holdout_loader, calib_loader, calib_batches, self.evaluate_fn(max_batches),
+                              metrics_fn=lambda model, loader: self.evaluate(model, loader, max_batches))
+
+    # ----------------------------------------------------------------- fine-tuning
+    def train_epochs(self, model: nn.Module, loader: DataLoader, per_epoch: int, cfg,
+                     after_epoch: Callable[[int, float], None]) -> None:
+        """One AdamW run of `cfg.epochs` x `per_epoch` steps (warmup, cosine over all of them),
+        with `after_epoch(epoch, mean L1)` at each epoch's end (`cfg`: `search.finetune.FinetuneConfig`)."""
+        from .train import DepthTrainConfig, finetune
+        steps = per_epoch * cfg.epochs
+        if steps == 0:
+            return
+        losses: list[float] = []
+
+        def on_step(step: int, loss: float) -> None:
+            losses.append(loss)
+            if (step + 1) % per_epoch == 0:
+                after_epoch(step // per_epoch, sum(losses[-per_epoch:]) / per_epoch)
+
+        train_cfg = DepthTrainConfig(steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     warmup_steps=min(5, steps), seed=cfg.seed, log_every=10 ** 9)
+        finetune(model, loader, train_cfg, on_step=on_step)
+        model.eval()
+
+    def proposal_finetune(self, loader: DataLoader, steps: int, lr: float,
+                          seed: int = 0) -> Callable[[nn.Module, int], None]:
+        """NetAdapt V1's short fine-tune of one proposal (AdamW, 1 warmup step): ``(model, iteration)``."""
+        from .train import DepthTrainConfig, finetune
+
+        def run(model: nn.Module, iteration: int) -> None:
+            finetune(model, loader, DepthTrainConfig(steps=steps, warmup_steps=1, lr=lr, seed=seed + iteration,
+                                                     log_every=10 ** 9))
+            model.eval()
+        return run
+
+    # ----------------------------------------------------------------- report
+    report_holdout_headers = ("held-out RMSE (m)", "held-out δ1")
+    report_finetune_headers = ("val RMSE (m, fine-tuned)", "val δ1 (fine-tuned)")
+
+    @property
+    def plot_label(self) -> str:
+        return "held-out RMSE (m)" if self.score_metric == "rmse" else "held-out δ1"
+
+    def report_holdout(self, score: float, metrics: dict | None = None) -> list[str]:
+        """RMSE and δ1 from `metrics` (full held-out metrics) or, lacking them, the score."""
+        metrics = dict(metrics or {})
+        metrics.setdefault(self.score_metric, -score if self.score_metric == "rmse" else score)
+        return [f"{metrics[k]:.4f}" if k in metrics else "-" for k in ("rmse", "delta1")]
+
+    def report_finetune(self, finetune: dict | None) -> list[str]:
+        return [f"{finetune[k]:.4f}" if finetune else "-" for k in ("val_rmse", "val_delta1")]
+
+    def plot_value(self, score: float) -> float:
+        return -score if self.score_metric == "rmse" else score
 
 
-TASKS = {"depth": DepthTask}
-
-
-def get_task(name: str, **options) -> DepthTask:
-    """Task by name (``depth``); classification lives in the default code path."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name](**options)
+def get_task(name: str, **options):
+    """Task by name (``depth``, ``classification``): `search.tasks.get_task`."""
+    from search.tasks import get_task as by_name
+    return by_name(name, **options)

@@ -37,6 +37,9 @@ class DepthTrainConfig:
 
 
 def _batches(loader: DataLoader) -> Iterator:
+    if len(loader) == 0:  # would loop forever without a step
+        raise ValueError(f"depth training: the loader yields no batch ({len(loader.dataset)} images, "
+                         f"batch size {loader.batch_size}, drop_last {loader.drop_last})")
     epoch = 0
     while True:
         sampler = getattr(loader, "sampler", None)
@@ -69,7 +72,7 @@ def _lr_lambda(cfg: DepthTrainConfig) -> Callable[[int], float]:
 
 
 def _loop(model: nn.Module, forward: Callable, loader: DataLoader, cfg: DepthTrainConfig,
-          log: Callable[[str], None] | None) -> list[float]:
+          log: Callable[[str], None] | None, on_step: Callable[[int, float], None] | None = None) -> list[float]:
     # channels-last: CPU depthwise convolutions (and their backward) run ~2.5x faster in NHWC
     model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, cfg)
@@ -83,6 +86,8 @@ def _loop(model: nn.Module, forward: Callable, loader: DataLoader, cfg: DepthTra
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
         if log and (step + 1) % cfg.log_every == 0:
             recent = losses[-cfg.log_every:]
             log(f"step {step + 1}/{cfg.steps} L1 {sum(recent) / len(recent):.4f} m "
@@ -98,6 +103,10 @@ def train_supernet(supernet: DepthSuperNet, loader: DataLoader, cfg: DepthTrainC
 
 
 def finetune(model: nn.Module, loader: DataLoader, cfg: DepthTrainConfig,
-             log: Callable[[str], None] | None = None) -> list[float]:
-    """Plain training of one standalone network (NetAdapt V1's short per-candidate fine-tune, final fine-tune)."""
-    return _loop(model, model, loader, cfg, log)
+             log: Callable[[str], None] | None = None,
+             on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Plain training of one standalone network (NetAdapt V1's short per-candidate fine-tune, final fine-tune).
+
+    `on_step(step, loss)` runs after every optimizer step (e.g. to validate at epoch ends).
+    """
+    return _loop(model, model, loader, cfg, log, on_step)

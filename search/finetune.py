@@ -1,0 +1,178 @@
+"""Fine-tuning a searched sub-network, starting from its super-network weights.
+
+NetAdaptV2 ends with a long-term fine-tune of the chosen network alone: the super-network
+weights are a strong start (trained as part of every sub-network), so a few epochs of
+ordinary training adapt them to this one architecture. `train_steps` is the classification
+loop, shared with the NetAdapt V1 baseline, which fine-tunes every candidate for a few hundred
+steps. The space's task (`search/tasks.py`) picks data, loop and metrics: top-1 for
+classification, RMSE / δ1 (masked-L1 training, `search.depth.train.finetune`) for depth.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search.errors import SearchError
+
+FINETUNED, FINETUNE_LOG = "finetuned.pt", "finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning settings; every default says why."""
+
+    epochs: int = 5  # from super-network weights a few epochs recover most of the gain on the built-in set
+    batch_size: int = 128  # same as super-network training: same BN statistics regime
+    lr: float = 0.02  # 1/5 of the training LR: the weights are already trained, only adapting them
+    # (classification, SGD; `for_task` gives depth's 5e-4, AdamW)
+    momentum: float = 0.9  # SGD + Nesterov, as training (classification)
+    weight_decay: float = 4e-5  # MobileNetV3's (depth: 1e-4); never on BN / biases
+    label_smoothing: float = 0.1  # as training (classification)
+    seed: int = 0  # data order and augmentation
+    steps_per_epoch: int | None = None  # cap (smoke tests); None: whole epoch
+    bn_batches: int = 20  # BN recalibration before the "before" accuracy (search.evaluate's default)
+    val_batches: int | None = None  # cap on validation batches; None: whole val split
+
+    @classmethod
+    def for_task(cls, task, **given) -> "FinetuneConfig":
+        """The task's defaults (`task.finetune_defaults`), then the `given` fields that are not None."""
+        return cls(**{**task.finetune_defaults, **{k: v for k, v in given.items() if v is not None}})
+
+
+def train_steps(model: nn.Module, loader, steps: int, lr: float, seed: int = 0, momentum: float = 0.9,
+                weight_decay: float = 4e-5, label_smoothing: float = 0.1, epoch_offset: int = 0,
+                total_steps: int | None = None, step_offset: int = 0,
+                log: Callable[[int, float], None] | None = None) -> float:
+    """SGD (Nesterov) with cosine decay over `total_steps` for `steps` steps; returns the mean loss.
+
+    Augmentation (pad-crop, flip) is seeded by (seed, epoch), so the run is reproducible.
+    """
+    from search.data import augment_batch
+    total_steps = total_steps or steps
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
+    model.train()
+    done, loss_sum, epoch = 0, 0.0, epoch_offset
+    while done < steps:
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        for x, y in loader:
+            if done >= steps:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step_offset + done) / total_steps))
+            loss = F.cross_entropy(model(augment_batch(x, g)), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item()
+            done += 1
+            if log is not None:
+                log(done, float(loss))
+        epoch += 1
+    model.eval()
+    return loss_sum / max(done, 1)
+
+
+def load_search(search_dir: str | Path) -> dict:
+    """``final.json`` of a finished search (SearchError if the search has not finished)."""
+    path = Path(search_dir) / "final.json"
+    if not path.is_file():
+        raise SearchError(f"{search_dir}: no final.json; run `nas-search search --out {search_dir}` "
+                          "(or --resume it) until it finishes")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def searched_model(search_dir: str | Path, supernet_path: str | Path | None = None):
+    """(space, config, model with super-network weights, checkpoint meta) of the searched network."""
+    from search.checkpoint import load_supernet
+    from search.spaces.space import SubnetConfig
+    final = load_search(search_dir)
+    path = supernet_path or (final.get("meta") or {}).get("supernet")
+    if not path:
+        raise SearchError(f"{search_dir}: final.json names no super-network; pass --supernet")
+    space, supernet, meta = load_supernet(path)
+    if space.name != final["space"]:
+        raise SearchError(f"--supernet {path} is a super-network of space {space.name!r}, "
+                          f"the search was over {final['space']!r}")
+    config = SubnetConfig.from_dict(final["config"])
+    with torch.no_grad():
+        model = supernet.subnet(config)
+    return space, config, model, dict(meta or {}), final
+
+
+def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet_path=None,
+             data: str | None = None, log: Callable[[str], None] = print, task: str | None = None) -> dict:
+    """Fine-tune the searched network; writes ``finetuned.pt`` (state_dict) and ``finetune.json``.
+
+    finetune.json holds ``val_<m>_before`` and ``val_<m>`` for the task's headline metrics
+    (classification: ``acc``, top-1; depth: ``rmse`` in metres and ``delta1``) and per-epoch
+    ``{"epoch", "loss", "val_<m>"}``. `task`, when given, must be the searched space's task.
+    `cfg` None: `FinetuneConfig.for_task` of the searched space's task.
+    """
+    from search.data import make_loader
+    from search.evaluate import recalibrate_bn
+    from search.tasks import task_of
+    out = Path(search_dir)
+    space, config, model, meta, final = searched_model(out, supernet_path)
+    task_ = task_of(space, task)
+    cfg = cfg or FinetuneConfig.for_task(task_)
+    if cfg.epochs < 0:
+        raise SearchError(f"--epochs must be >= 0, got {cfg.epochs}")
+    train_cfg = dict(meta.get("train_config") or {})
+    data = data or (final.get("meta") or {}).get("data") or train_cfg.get("data") or task_.default_data
+    image_hw = space.spec.input_hw
+    train_set = task_.dataset(data, "train", image_hw, holdout=train_cfg.get("holdout"))
+    val_set = task_.dataset(data, "val", image_hw)
+    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
+    val_loader = make_loader(val_set, 256)
+    bn_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=12_345)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    recalibrate_bn(model, bn_loader, cfg.bn_batches)
+    before = task_.evaluate(model, val_loader, cfg.val_batches)
+    log(f"{space.name} searched network: {task_.describe(before)} with super-network weights (BN recalibrated)")
+    per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
+    history, last = [], [before]
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        metrics = task_.evaluate(model, val_loader, cfg.val_batches)
+        history.append({"epoch": epoch + 1, "loss": round(loss, 5), **{f"val_{k}": metrics[k] for k in task_.headline}})
+        last[0] = metrics
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} {task_.describe(metrics)} "
+            f"({time.perf_counter() - t0:.0f}s)")
+
+    task_.train_epochs(model, loader, per_epoch, cfg, after_epoch)
+    after = last[0]
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / FINETUNED)
+    record = {"config": asdict(cfg), "data": data,
+              **{f"val_{k}_before": before[k] for k in task_.headline}, **{f"val_{k}": after[k] for k in task_.headline},
+              "epochs": history, "time_s": round(time.perf_counter() - t0, 2), "weights": FINETUNED}
+    (out / FINETUNE_LOG).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    log("val " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in task_.headline)
+        + f"; weights in {out / FINETUNED}")
+    return record
+
+
+def load_finetuned(search_dir: str | Path, supernet_path=None):
+    """(space, config, model) of the searched network with its fine-tuned weights (weights_only)."""
+    from search.subnet_model import build_subnet
+    out = Path(search_dir)
+    space, config, model, _, _ = searched_model(out, supernet_path)
+    path = out / FINETUNED
+    if not path.is_file():
+        raise SearchError(f"{search_dir}: no {FINETUNED}; run `nas-search finetune --search {search_dir}` first")
+    model = build_subnet(space, config)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return space, config, model.eval()
