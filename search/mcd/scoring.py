@@ -25,8 +25,12 @@ class SupernetScorer:
     """Accuracy of a candidate with super-network weights (sliced, BN recalibrated), in [0, 1]."""
 
     def __init__(self, supernet, holdout_loader, calib_loader, calib_batches: int = 10,
-                 evaluate_fn: Callable | None = None, metrics_fn: Callable | None = None) -> None:
+                 evaluate_fn: Callable | None = None, metrics_fn: Callable | None = None,
+                 channels_last: bool = True) -> None:
         self.supernet = supernet
+        # NHWC for the sliced candidate: same scores, ~1.8x faster depthwise convs on CPU
+        # (benchmarks/bench_search.py measures both layouts side by side).
+        self.channels_last = channels_last
         self.holdout_loader = holdout_loader
         self.calib_loader = calib_loader
         self.calib_batches = calib_batches
@@ -40,6 +44,8 @@ class SupernetScorer:
         from search.evaluate import recalibrate_bn
         with torch.no_grad():
             model = self.supernet.subnet(config)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if self.calib_batches > 0:
             recalibrate_bn(model, self.calib_loader, self.calib_batches)
         return model.eval()
