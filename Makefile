@@ -25,6 +25,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_lut
 	$(PY) -m benchmarks.bench_supernet
+	$(PY) -m benchmarks.bench_search
+	$(PY) benchmarks/bench_depth.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
