@@ -24,7 +24,7 @@ from .adb_batch import (BATCH_DIR, DEVICE_ROOT, RUNNER, TOOL_BACKENDS, BatchPlan
                         plan_batch, q, run_command, runner_list_file, runner_script, safe_local_path,
                         split_tool_results, tool_script)
 from .adb_transport import DeviceDisconnected, DeviceShell, open_transport
-from .types import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming
+from .contract import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming
 
 RUNNER_SOURCE = Path(__file__).with_name(RUNNER)
 PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.hardware", "ro.product.cpu.abi",

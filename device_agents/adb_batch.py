@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from .types import AgentError, BenchmarkSettings
+from .contract import AgentError, BenchmarkSettings
 
 DEVICE_ROOT = "/data/local/tmp/netadaptv2"  # the one place shell users may write and exec
 BATCH_DIR = f"{DEVICE_ROOT}/batch"

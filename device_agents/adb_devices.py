@@ -12,7 +12,7 @@ from typing import Iterable
 
 from .adb_transport import (AdbServerTransport, AdbShellTransport, DeviceShell, adb_server_running,
                             check_serial, list_server_devices)
-from .types import AgentError
+from .contract import AgentError
 
 _PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.version.release",
           "ro.product.cpu.abi")

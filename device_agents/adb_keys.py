@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .types import AgentError
+from .contract import AgentError
 
 
 def default_key_path() -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .types import AgentError
+from .contract import AgentError
 
 RC_MARK = "__RC="
 _RC_RE = re.compile(r"(?:\r?\n)?__RC=(\d+)\s*$")

@@ -31,7 +31,7 @@ import glob
 import os
 import re
 
-from device_agents.types import DeviceState
+from device_agents.contract import DeviceState
 
 TEMP_LIMIT_C = 85.0
 FREQ_FRACTION = 0.9

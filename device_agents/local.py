@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from device_agents import device_state
-from device_agents.types import (
+from device_agents.contract import (
     AgentError,
     BatchResult,
     BenchmarkSettings,

@@ -49,9 +49,8 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script from its folder in this repo, sys.path[0] is device_agents/, whose
-# types.py would shadow the stdlib `types` (imported by argparse/enum). Drop that entry
-# before importing anything else: the runner never imports from its folder.
+# Run as a script, sys.path[0] is the runner's own folder: drop it before importing anything
+# else, so no file beside it (in this repo or in a device work dir) can shadow a stdlib module.
 if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from device_agents.types import AgentError, ModelTiming
+from device_agents.contract import AgentError, ModelTiming
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RUN_HEADER = re.compile(r"Running benchmark for at least")

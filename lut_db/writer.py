@@ -38,7 +38,7 @@ class DeviceRecord:
 
     @classmethod
     def from_info(cls, info: Any) -> "DeviceRecord":
-        """From any object with DeviceInfo's attributes (device_agents.types.DeviceInfo)."""
+        """From any object with DeviceInfo's attributes (device_agents.contract.DeviceInfo)."""
         return cls(**{name: getattr(info, name, "") for name in
                       ("device_id", "model", "soc", "abi", "os_version", "cpu_core")})
 

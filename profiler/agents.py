@@ -1,6 +1,6 @@
 """`--device` -> a `DeviceAgent`: `local` is this host; anything else goes to the ADB agent.
 
-The profiler only ever talks to the `device_agents.types.DeviceAgent` protocol, so a new
+The profiler only ever talks to the `device_agents.contract.DeviceAgent` protocol, so a new
 kind of device is a new factory here, not a change to the build loop.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from device_agents.types import AgentError
+from device_agents.contract import AgentError
 
 LOCAL = "local"
 RUNNERS = ("tool", "python")  # on the phone: the vendor benchmark binary, or runner.py with python3

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from device_agents.types import BatchResult, BenchmarkSettings
+from device_agents.contract import BatchResult, BenchmarkSettings
 from lut_db.interpolate import interpolate_layers
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.schema import open_lut

@@ -38,7 +38,7 @@ PROG = "lutbuild"
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's to fix: one line on stderr, exit code 1."""
-    from device_agents.types import AgentError
+    from device_agents.contract import AgentError
     from lut_db.errors import LutError
     from search.spaces.registry import UnknownSpace
 

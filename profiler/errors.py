@@ -2,7 +2,7 @@
 
 The CLI prints `str(error)` as one line and exits with code 1; anything else is a bug and
 stays a traceback. LUT-file problems are `lut_db.errors.LutError`, device problems
-`device_agents.types.AgentError`, unknown spaces `search.spaces.UnknownSpace`.
+`device_agents.contract.AgentError`, unknown spaces `search.spaces.UnknownSpace`.
 """
 from __future__ import annotations
 

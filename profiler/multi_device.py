@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from device_agents.types import AgentError
+from device_agents.contract import AgentError
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.schema import open_lut
 from lut_db.writer import DeviceRecord, LutWriter

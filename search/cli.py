@@ -47,7 +47,7 @@ def cli() -> None:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's to fix: printed as one line, exit code 1."""
     from lut_db.errors import LutError
-    from device_agents.types import AgentError
+    from device_agents.contract import AgentError
     from search.errors import SearchError
     from search.spaces.registry import UnknownSpace
     return LutError, AgentError, SearchError, UnknownSpace

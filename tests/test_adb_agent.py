@@ -10,7 +10,7 @@ from tests.adbd_endpoint import Faults  # noqa: E402
 from tests.adbd_endpoint.fixtures import authorized_endpoint, make_conv_onnx  # noqa: E402
 
 from device_agents.adb_agent import AdbAgent, open_agent  # noqa: E402
-from device_agents.types import AgentError, BenchmarkSettings  # noqa: E402
+from device_agents.contract import AgentError, BenchmarkSettings  # noqa: E402
 
 FAST = dict(warmup_runs=1, min_runs=5, max_runs=20, min_seconds=0.0)
 
@@ -125,7 +125,7 @@ def test_agent_requires_existing_binary(tmp_path):
 
 
 def test_hot_phone_waits_and_remeasures(tmp_path, models, monkeypatch):
-    from device_agents.types import DeviceState
+    from device_agents.contract import DeviceState
 
     hot, cool = DeviceState(throttled=True), DeviceState(throttled=False)
     states = iter([hot, cool, hot, cool, cool])  # settle: hot->cool; after: hot; settle: cool; after: cool

@@ -7,7 +7,7 @@ import pytest
 from device_agents.adb_batch import (BATCH_DIR, parse_df_available_kb, plan_batch, runner_script,
                                      safe_local_path, split_tool_results, tool_script)
 from device_agents.adb_transport import DeviceDisconnected, split_rc, with_rc
-from device_agents.types import AgentError, BenchmarkSettings
+from device_agents.contract import AgentError, BenchmarkSettings
 
 
 def test_device_names_are_generated_not_taken_from_user_text():

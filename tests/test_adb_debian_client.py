@@ -19,7 +19,7 @@ from device_agents.adb_agent import AdbAgent  # noqa: E402
 from device_agents.adb_devices import list_devices  # noqa: E402
 from device_agents.adb_keys import ensure_key  # noqa: E402
 from device_agents.adb_transport import AdbServerTransport, open_transport  # noqa: E402
-from device_agents.types import BenchmarkSettings  # noqa: E402
+from device_agents.contract import BenchmarkSettings  # noqa: E402
 
 pytestmark = pytest.mark.adb
 

@@ -12,7 +12,7 @@ from tests.adbd_endpoint.fixtures import authorized_endpoint  # noqa: E402
 
 from device_agents.adb_keys import ensure_key, load_signers  # noqa: E402
 from device_agents.adb_transport import AdbShellTransport, DeviceDisconnected, open_transport  # noqa: E402
-from device_agents.types import AgentError  # noqa: E402
+from device_agents.contract import AgentError  # noqa: E402
 
 
 def _connect(serial, key, **kw):

@@ -17,7 +17,7 @@ from device_agents.device_state import (
     read_state,
 )
 from device_agents.local import LocalAgent, parse_results
-from device_agents.types import AgentError, BenchmarkSettings, DeviceState
+from device_agents.contract import AgentError, BenchmarkSettings, DeviceState
 
 RUNNER = Path(local.__file__).with_name("runner.py")
 FAST = ["--warmup", "2", "--min-runs", "20", "--max-runs", "200", "--min-seconds", "0.01"]

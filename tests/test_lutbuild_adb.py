@@ -319,7 +319,7 @@ class _Device:
     def __new__(cls, space, name: str, phone: bool = True, fail_on_call=None, error=None, sleep_s=0.0, log=None):
         from types import SimpleNamespace
 
-        from device_agents.types import DeviceInfo
+        from device_agents.contract import DeviceInfo
         from tests.test_profiler_build import ScriptedAgent
 
         class Device(ScriptedAgent):
@@ -402,7 +402,7 @@ def test_engine_fills_every_slice_exports_each_key_once_and_writes_from_one_thre
 
 
 def test_engine_a_failing_device_stops_alone_and_a_bug_is_raised_after_the_others(tmp_path, engine):
-    from device_agents.types import AgentError
+    from device_agents.contract import AgentError
     from search.spaces import get_space
 
     build_lut_multi, _, _, _ = engine

@@ -27,7 +27,7 @@ def latency(space, tmp_path_factory):
 def test_measured_metric_through_the_local_agent(space, tmp_path):
     """A real ONNX measurement of whole candidate networks on this host (small, ~seconds)."""
     from device_agents.local import LocalAgent
-    from device_agents.types import BenchmarkSettings
+    from device_agents.contract import BenchmarkSettings
     settings = BenchmarkSettings(runtime="onnx", warmup_runs=3, min_runs=10, min_seconds=0.01)
     metric = MeasuredLatencyMetric(space, LocalAgent(), "onnx", settings=settings, workdir=tmp_path)
     big, small = metric.value(space.max_config()), metric.value(space.min_config())

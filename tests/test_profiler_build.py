@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.types import BatchResult, DeviceInfo, DeviceState, ModelTiming
+from device_agents.contract import BatchResult, DeviceInfo, DeviceState, ModelTiming
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
 from profiler import build as build_module

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from device_agents.tool_output import parse_benchmark_model, parse_perf_test
-from device_agents.types import AgentError
+from device_agents.contract import AgentError
 
 DATA = Path(__file__).parent / "data" / "tool_output"
 

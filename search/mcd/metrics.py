@@ -113,7 +113,7 @@ class MeasuredLatencyMetric(_Cached):
     def __init__(self, space: SearchSpace, agent, runtime: str = "onnx", settings=None,
                  workdir: str | Path | None = None) -> None:
         super().__init__(space)
-        from device_agents.types import BenchmarkSettings
+        from device_agents.contract import BenchmarkSettings
         self.agent = agent
         self.runtime = runtime
         # fewer runs than a LUT row: a candidate is timed once and a whole network is long

@@ -106,7 +106,7 @@ def run_baselines(search_dir: str | Path, names: Sequence[str], v1_steps: int = 
 
 def measure_exported(search_dir: Path, agent_spec: str, log: Callable[[str], None] = print) -> dict:
     """Median latency (ms) and CoV of each exported file, measured through a device agent."""
-    from device_agents.types import BenchmarkSettings
+    from device_agents.contract import BenchmarkSettings
 
     from .session import _open_agent
     export = _load(search_dir / "export.json")

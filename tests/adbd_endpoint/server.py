@@ -232,6 +232,8 @@ class _Connection(threading.Thread):
         return Message(command, arg0, arg1, data)
 
     def drop(self) -> None:
+        for stream in list(self._streams.values()):
+            stream.abort()  # before the socket goes: no service may finish on buffered data
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -27,6 +27,7 @@ class Stream:
         self._acked = threading.Event()
         self._acked.set()
         self.closed = threading.Event()
+        self.aborted = False  # the connection was cut: buffered data is never delivered
         self._sent_close = False
         self.stdin_sink = None  # an interactive shell's stdin: WRTE data goes there
 
@@ -54,8 +55,15 @@ class Stream:
             self._cond.notify_all()
 
     # --- called by the service thread -------------------------------------------------
+    def abort(self) -> None:
+        """The connection dropped (a cable pulled): what was buffered is lost, as in adbd."""
+        self.aborted = True
+        self.on_close()
+
     def read_exact(self, n: int) -> bytes:
         with self._cond:
+            if self.aborted:
+                raise StreamClosed()
             while len(self._inbox) < n:
                 if self.closed.is_set():
                     raise StreamClosed()
