@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from search.cli import main
-from test_mcd_fixtures import DEVICE, synth_lut
+from test_mcd_fixtures import DEVICE, run_nas_search as run, synth_lut
 
 SPACE = "fastdepth-tiny"
 FAST = ["-J", "2", "-L", "2", "--calib-batches", "1", "--batch-size", "16"]
@@ -31,16 +31,6 @@ def small_and_single_threaded():
         mp.setattr(depth_data, "BUILTIN_SIZES", {"train": 64, "holdout": 16, "val": 16})
         yield
     torch.set_num_threads(threads)
-
-
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train_argv(out, *extra):

@@ -58,3 +58,15 @@ def importance_scorer(space):
         return round(1.0 - total, 9)
 
     return score
+
+
+def run_nas_search(argv, capsys) -> tuple[int, str, str]:
+    """Run `nas-search ARGV` in-process; (exit code, stdout, stderr)."""
+    from search.cli import main
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

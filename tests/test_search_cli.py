@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.cli import main
-from test_mcd_fixtures import DEVICE, synth_lut
+from test_mcd_fixtures import DEVICE, run_nas_search as run, synth_lut
 
 FAST = ["-J", "2", "--holdout-size", "64", "--calib-batches", "1", "--batch-size", "32"]
 
@@ -39,16 +38,6 @@ def files(tmp_path_factory):
     lut = synth_lut(root / "lut.sqlite")
     partial = synth_lut(root / "partial.sqlite", drop=5)
     return {"root": root, "supernet": supernet, "lut": lut, "partial": partial}
-
-
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def base(files, out, target="5.0", lut=None):
