@@ -34,7 +34,7 @@ from profiler.agents import open_agent  # noqa: E402
 from profiler.build import BuildOptions, build_lut, slice_runtime  # noqa: E402
 from profiler.plan import make_plan  # noqa: E402
 from profiler.predictor import LatencyPredictor  # noqa: E402
-from profiler.verify import VerifyOptions, error_stats, verify_lut  # noqa: E402
+from profiler.verify import VerifyOptions, error_stats, format_error_stats, verify_lut  # noqa: E402
 from search.spaces import get_space  # noqa: E402
 from search.spaces.space import SubnetConfig  # noqa: E402
 
@@ -113,8 +113,7 @@ def table_lines(result: dict) -> list[str]:
         rows = [(f"LUT {p}", r["plans"][p]["measured_keys"], r["plans"][p]["lut"]) for p in ("full", "sparse")]
         rows.append(("MAC proxy", 0, r["mac_proxy"]))
         for name, keys, s in rows:
-            lines.append(f"{r['runtime']:<7} {name:<16} {keys:>13} {s['mape_pct']:7.2f} {100 * s['within_5pct']:5.1f}% "
-                         f"{100 * s['within_10pct']:5.1f}% {s['spearman']:8.4f} {s['bias_pct']:+7.2f}")
+            lines.append(f"{r['runtime']:<7} {name:<16} {keys:>13} {format_error_stats(s)}")
         n = r["noise"]
         speed = r["prediction_speed"]
         lines.append(f"{r['runtime']:<7} noise: CoV between rounds {n['cov_between_rounds_pct_median']:.2f}% (median), "

@@ -213,6 +213,12 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
     return report
 
 
+def format_error_stats(stats: dict) -> str:
+    """MAPE, share within ±5 / ±10 %, Spearman and bias of `error_stats`, as table cells."""
+    return (f"{stats['mape_pct']:7.2f} {100 * stats['within_5pct']:5.1f}% {100 * stats['within_10pct']:5.1f}% "
+            f"{stats['spearman']:8.4f} {stats['bias_pct']:+7.2f}")
+
+
 def format_report(report: dict) -> str:
     """The table `lutbuild verify` prints: LUT vs MAC proxy, then noise and drift."""
     rows = [("LUT (sum of layers)", report), ("MAC proxy (a*MACs+b)", report["mac_proxy"])]
@@ -222,8 +228,7 @@ def format_report(report: dict) -> str:
              f"{report['plan']['measured']} measured, {report['plan']['interpolated']} interpolated keys",
              f"{'predictor':<22} {'MAPE %':>7} {'±5 %':>6} {'±10 %':>6} {'Spearman':>8} {'bias %':>7} {'max %':>7}"]
     for name, r in rows:
-        lines.append(f"{name:<22} {r['mape_pct']:7.2f} {100 * r['within_5pct']:5.1f}% {100 * r['within_10pct']:5.1f}% "
-                     f"{r['spearman']:8.4f} {r['bias_pct']:+7.2f} {r['max_abs_err_pct']:7.2f}")
+        lines.append(f"{name:<22} {format_error_stats(r)} {r['max_abs_err_pct']:7.2f}")
     noise = report["noise"]
     drift = noise["reference_drift_pct"]
     lines.append(f"noise: CoV between rounds median {noise['cov_between_rounds_pct_median']:.2f}% "
