@@ -43,7 +43,7 @@ from search.mcd.baselines import netadapt_v1
 from search.mcd.metrics import Constraint, MacsMetric
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
-from search.subnet_model import build_subnet
+from search.spaces.subnet import build_subnet
 
 RESULTS = Path(__file__).parent / "results"
 

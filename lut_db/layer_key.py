@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 
-#: Operation kinds the LUT knows. Each has one PyTorch builder in `search/ops.py`.
+#: Operation kinds the LUT knows. Each has one PyTorch builder in `search/spaces/ops.py`.
 #: conv: k x k convolution + BN + act (groups=1); dwconv: depthwise k x k + BN + act;
 #: se: squeeze-excite (global pool, 1x1 reduce to `hidden` + ReLU, 1x1 expand + hard
 #: sigmoid, multiply); add: residual add of `cin` block-output channels onto a `cout`-wide

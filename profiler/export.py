@@ -160,7 +160,7 @@ def layer_module(cfg: LayerConfig):
     """(module, example NCHW/NC inputs, indices of image inputs, whether the output is an image)."""
     import torch
 
-    from search.ops import build_layer
+    from search.spaces.ops import build_layer
 
     torch.manual_seed(0)  # identical weights -> identical files for one key
     module, inputs = build_layer(cfg)
@@ -182,7 +182,7 @@ def network_module(space_spec, subnet: dict, seed: int = 0):
     import torch
 
     from search.spaces.space import SearchSpace, SubnetConfig
-    from search.subnet_model import build_subnet
+    from search.spaces.subnet import build_subnet
 
     space = getattr(space_spec, "space_class", SearchSpace)(space_spec)  # depth specs name their class
     torch.manual_seed(seed)

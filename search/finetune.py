@@ -167,7 +167,7 @@ def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet
 
 def load_finetuned(search_dir: str | Path, supernet_path=None):
     """(space, config, model) of the searched network with its fine-tuned weights (weights_only)."""
-    from search.subnet_model import build_subnet
+    from search.spaces.subnet import build_subnet
     out = Path(search_dir)
     space, config, model, _, _ = searched_model(out, supernet_path)
     path = out / FINETUNED

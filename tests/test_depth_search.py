@@ -10,7 +10,7 @@ from search.depth.train import DepthTrainConfig, finetune, train_supernet
 from search.mcd.metrics import Constraint, MacsMetric
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
-from search.subnet_model import build_subnet
+from search.spaces.subnet import build_subnet
 
 torch.set_num_threads(1)
 

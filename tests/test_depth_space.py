@@ -4,10 +4,10 @@ import random
 import pytest
 import torch
 
-from search.depth.model import ChannelBypass, FastDepthNet
-from search.ops import ConvBNAct, ResidualAdd, Upsample
+from search.spaces.fastdepth_net import ChannelBypass, FastDepthNet
+from search.spaces.ops import ConvBNAct, ResidualAdd, Upsample
 from search.spaces import get_space
-from search.subnet_model import build_subnet
+from search.spaces.subnet import build_subnet
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import torch
 
 from lut_db.layer_key import LayerConfig
 from search.spaces import SubnetConfig, UnknownSpace, decode_block, get_space, list_spaces
-from search.subnet_model import build_subnet
+from search.spaces.subnet import build_subnet
 
 
 def test_block_string_decodes_all_fields():

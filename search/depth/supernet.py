@@ -25,10 +25,10 @@ from torch import nn
 
 from search.spaces.fastdepth import DepthSearchSpace
 from search.spaces.space import SubnetConfig
-from search.subnet_model import module_name
+from search.spaces.subnet import module_name
 from search.supernet.od import ODPolicy, ODSample, fixed, sample
 
-from .model import FastDepthNet
+from search.spaces.fastdepth_net import FastDepthNet
 
 
 class DepthSuperNet(nn.Module):

@@ -126,7 +126,7 @@ def netadapt_v1(space: SearchSpace, constraints: Sequence[Constraint], start_mod
     """
     import copy
 
-    from search.subnet_model import build_subnet
+    from search.spaces.subnet import build_subnet
     from search.tasks import task_of
     task = task_of(space)
     if finetune_fn is None:

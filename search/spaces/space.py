@@ -19,7 +19,7 @@ Width variables (what MCD shrinks):
 Widths take values ``{g, 2g, ...} ∪ {max}`` (g = granularity), plus 0 where CBC allows.
 
 Everything here is torch-free: the profiler enumerates LUT keys from it, and
-`search/subnet_model.py` builds the PyTorch network from the same resolved blocks.
+`search/spaces/subnet.py` builds the PyTorch network from the same resolved blocks.
 """
 from __future__ import annotations
 

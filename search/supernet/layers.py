@@ -3,7 +3,7 @@
 Only the depthwise layer needs its own class (the super-kernel); every other layer is a
 plain `ConvBNAct` / `SqueezeExcite` / `LinearAct` at max width whose output the network
 multiplies by an OD mask in its forward pass. Module and parameter names match
-`search/subnet_model.py`, so `SuperNet.subnet` slices weights by name.
+`search/spaces/subnet.py`, so `SuperNet.subnet` slices weights by name.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search.ops import make_act
+from search.spaces.ops import make_act
 
 
 def centre_crop(weight: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search.ops import ConvBNAct, GlobalPool, LinearAct
+from search.spaces.ops import ConvBNAct, GlobalPool, LinearAct
 from search.spaces.space import ResolvedBlock, SearchSpace, SubnetConfig, se_hidden
-from search.subnet_model import SubnetModel, build_subnet, module_name
+from search.spaces.subnet import SubnetModel, build_subnet, module_name
 
 from . import od as od_lib
 from .layers import ElasticDepthwise, MaskedSqueezeExcite, centre_crop, masked

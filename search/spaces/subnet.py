@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .ops import ConvBNAct, GlobalPool, LinearAct, ResidualAdd, SqueezeExcite
-from .spaces.space import ResolvedBlock, SearchSpace, SubnetConfig, se_hidden
+from .space import ResolvedBlock, SearchSpace, SubnetConfig, se_hidden
 
 
 def module_name(block_name: str) -> str:
@@ -98,7 +98,7 @@ class SubnetModel(nn.Module):
 
 def build_subnet(space: SearchSpace, config: SubnetConfig, dropout: float = 0.0) -> SubnetModel:
     """Randomly initialised standalone network of `config` (weights come from the supernet or training)."""
-    if space.task == "depth":  # FastDepth encoder-decoder (search/depth/model.py)
-        from .depth.model import build_depth_subnet
+    if space.task == "depth":  # FastDepth encoder-decoder (search/spaces/fastdepth_net.py)
+        from .fastdepth_net import build_depth_subnet
         return build_depth_subnet(space, config, dropout)
     return SubnetModel(space, config, dropout)

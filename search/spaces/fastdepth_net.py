@@ -1,4 +1,4 @@
-"""The standalone FastDepth sub-network of one `SubnetConfig`, built from `search/ops.py` classes.
+"""The standalone FastDepth sub-network of one `SubnetConfig`, built from `search/spaces/ops.py` classes.
 
 Layer i of this network is LUT key i of `DepthSearchSpace.layer_configs` (stem, encoder
 blocks dw/pw[/bypass], decoder stages dw/pw/upsample[/skip add], head), except that a CBC
@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search.ops import ConvBNAct, ResidualAdd, Upsample
-from search.spaces.fastdepth import DecoderStage, DepthSearchSpace
-from search.spaces.space import ResolvedBlock, SubnetConfig
-from search.subnet_model import module_name
+from .ops import ConvBNAct, ResidualAdd, Upsample
+from .fastdepth import DecoderStage, DepthSearchSpace
+from .space import ResolvedBlock, SubnetConfig
+from .subnet import module_name
 
 
 HEAD_BIAS_M = 2.5  # metres: about NYU's mean depth (2.7 m) and the built-in rooms' (3.6 m)

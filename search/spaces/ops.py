@@ -1,6 +1,6 @@
 """PyTorch modules for each LUT op kind, shared by the profiler and the networks.
 
-The profiler exports `build_layer(cfg)` alone; `subnet_model.py` composes the same
+The profiler exports `build_layer(cfg)` alone; `subnet.py` composes the same
 classes into whole networks, so a whole network is exactly the sum of LUT layers plus
 what the runtime does between them. BatchNorm is folded by both exporters.
 """
