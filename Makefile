@@ -17,6 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/nas-search demo --out demo_out
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q -ra
 
 test-fast: $(STAMP)

@@ -35,15 +35,15 @@ from pathlib import Path
 import torch
 
 from search.data.loader import make_loader
-from search.depth.supernet import DepthSuperNet
 from search.depth.task import DepthTask
 from search.depth.train import DepthTrainConfig, finetune, train_supernet
 from search.evaluate import recalibrate_bn
 from search.mcd.baselines import netadapt_v1
 from search.mcd.metrics import Constraint, MacsMetric
+from search.mcd.scoring import SupernetScorer
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
-from search.spaces.subnet import build_subnet
+from search.supernet import DepthSuperNet
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -95,7 +95,7 @@ def main() -> None:
     t = time.perf_counter()
     train_supernet(supernet, train_loader, train_cfg, log=lambda s: log("  " + s))
     times = {"train_s": time.perf_counter() - t}
-    scorer = task.scorer(supernet, holdout_loader, calib_loader, calib_batches=3)
+    scorer = SupernetScorer.for_task(task, supernet, holdout_loader, calib_loader, calib_batches=3)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = run_mcd(space, [constraint], scorer, out, MCDConfig(candidates=args.candidates, layers=args.layers),
@@ -110,7 +110,7 @@ def main() -> None:
     # ---- NetAdapt V1: trained max network, one layer per proposal, short fine-tune each
     log("NetAdapt V1: plain training of the max network")
     torch.manual_seed(0)
-    max_model = build_subnet(space, space.max_config())
+    max_model = space.build_subnet(space.max_config())
     t = time.perf_counter()
     finetune(max_model, train_loader, train_cfg, log=lambda s: log("  " + s))
     times = {"train_s": time.perf_counter() - t}
@@ -125,11 +125,13 @@ def main() -> None:
     for name, cfg in (("max network (no search)", space.max_config()),):
         m = supernet.subnet(cfg)
         recalibrate_bn(m, calib_loader, 3)
-        rows.append({"method": name + ", supernet weights", "macs": macs.value(cfg), "val": task.evaluate(m, val_loader),
-                     "search_s": 0.0, "depth": space.depth(cfg), "config": cfg.to_dict()})
+        rows.append({"method": name + ", supernet weights", "macs": macs.value(cfg),
+                     "val": task.evaluate(m, val_loader), "search_s": 0.0, "depth": space.depth(cfg),
+                     "config": cfg.to_dict()})
 
     v2, v1 = rows[0], rows[1]
-    header = f"{'method':42} {'MACs(M)':>8} {'val RMSE':>9} {'REL':>6} {'δ1':>6} {'depth':>6} {'search s':>9} {'evals':>6}"
+    header = (f"{'method':42} {'MACs(M)':>8} {'val RMSE':>9} {'REL':>6} {'δ1':>6} {'depth':>6} {'search s':>9} "
+              f"{'evals':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['method']:42} {r['macs'] / 1e6:8.3f} {r['val']['rmse']:9.4f} {r['val']['rel']:6.3f} "

@@ -34,7 +34,8 @@ from profiler.agents import open_agent  # noqa: E402
 from profiler.build import BuildOptions, build_lut, slice_runtime  # noqa: E402
 from profiler.plan import make_plan  # noqa: E402
 from profiler.predictor import LatencyPredictor  # noqa: E402
-from profiler.verify import VerifyOptions, error_stats, format_error_stats, verify_lut  # noqa: E402
+from profiler.verify import VerifyOptions, verify_lut  # noqa: E402
+from profiler.verify_report import ErrorStats, error_stats, format_error_stats  # noqa: E402
 from search.spaces import get_space  # noqa: E402
 from search.spaces.space import SubnetConfig  # noqa: E402
 
@@ -87,7 +88,7 @@ def bench_runtime(space, runtime: str, args, agent) -> dict:
         print(f"[{runtime}] {report.summary()}", file=sys.stderr)
     verify = verify_lut(space, agent, dbs["full"], runtime,
                         VerifyOptions(samples=args.samples, seed=args.seed, jobs=args.jobs, cache_dir=work / "cache"),
-                        progress=not args.quiet)
+                        progress=not args.quiet).to_json_dict()
     measured = [s["measured_ms"] for s in verify["samples"]]
     configs = [SubnetConfig.from_dict(s["subnet"]) for s in verify["samples"]]
     info = agent.info()
@@ -95,7 +96,7 @@ def bench_runtime(space, runtime: str, args, agent) -> dict:
     for plan, db in dbs.items():
         table = LatencyTable.load(db, info.device_id, runtime, rt.options)
         predicted = LatencyPredictor(space, table).predict_many(configs)
-        out["plans"][plan]["lut"] = error_stats(predicted, measured)
+        out["plans"][plan]["lut"] = error_stats(predicted, measured).to_json_dict()
     out["mac_proxy"] = verify["mac_proxy"]
     out["noise"] = verify["noise"]
     out["runtime_version"] = verify["runtime_version"]
@@ -113,7 +114,7 @@ def table_lines(result: dict) -> list[str]:
         rows = [(f"LUT {p}", r["plans"][p]["measured_keys"], r["plans"][p]["lut"]) for p in ("full", "sparse")]
         rows.append(("MAC proxy", 0, r["mac_proxy"]))
         for name, keys, s in rows:
-            lines.append(f"{r['runtime']:<7} {name:<16} {keys:>13} {format_error_stats(s)}")
+            lines.append(f"{r['runtime']:<7} {name:<16} {keys:>13} {format_error_stats(ErrorStats.from_json_dict(s))}")
         n = r["noise"]
         speed = r["prediction_speed"]
         lines.append(f"{r['runtime']:<7} noise: CoV between rounds {n['cov_between_rounds_pct_median']:.2f}% (median), "

@@ -24,7 +24,8 @@ Per seed s (the searches' random draws and the fine-tune's data order derive fro
      Time = plain training + V1's loop.
    Each runs its own default reduction schedule: MCD 5 % of the start network per iteration
    (`--initial-reduction`, L layers share a step), V1 2.5 % (`--v1-initial-reduction`, one
-   layer per step), both decaying 0.96 to the target. Reported: wall and CPU seconds of each phase, networks evaluated, held-out score,
+   layer per step), both decaying 0.96 to the target. Reported: wall and CPU seconds of each
+   phase, networks evaluated, held-out score,
    val top-1 with the search's weights and after the same short fine-tune (`--finetune-steps`,
    not counted in either search time). The final fine-tune is identical for both.
 2. **CBC x MCD** (2x2, same super-network): MCD with L=3 (multi-layer) vs L=1 (single-layer
@@ -35,7 +36,7 @@ Per seed s (the searches' random draws and the fine-tune's data order derive fro
 3. **Searched vs baselines** at the same latency: `uniform_baseline` (largest width
    multiplier meeting the target) and `random_baseline` (as many random networks as MCD
    scored): held-out score, val top-1 with super-network weights and after the same fine-tune.
-5. **Throughput**: LUT whole-network predictions/s (`bench_lut.predictions_per_second`),
+4. **Throughput**: LUT whole-network predictions/s (`bench_lut.predictions_per_second`),
    candidates scored/s (`SupernetScorer` with contiguous vs channels-last candidates, the
    searches here use; same scores), training images/s OD vs plain (`bench_supernet.bench_training`
    interleaved, and the images/s the two trainings above logged), 1 vs 2 torch threads.
@@ -244,7 +245,7 @@ def train_one(cfg: BenchConfig, space, seed: int, out: Path, od: bool, log) -> d
 def run_search(space, view, metric_factory, limit, scorer, out: Path, cfg: BenchConfig, seed: int,
                layers: int, log) -> dict:
     from search.mcd.metrics import Constraint
-    from search.mcd.search import MCDConfig, read_history, run_mcd
+    from search.mcd import MCDConfig, read_history, run_mcd
     constraint = Constraint(metric_factory(), limit)
     mcd = MCDConfig(candidates=cfg.candidates, layers=layers, schedule=cfg.schedule(), seed=seed)
     with Clock() as clock:
@@ -270,7 +271,7 @@ def _slice(supernet, config):
 def final_eval(model, data: Data, cfg: BenchConfig, seed: int, finetune: bool) -> dict:
     """Val top-1 with the given weights (BN recalibrated), and after the fine-tune if asked."""
     from search.evaluate import evaluate, recalibrate_bn
-    from search.finetune import train_steps
+    from search.classification.train import train_steps
     model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(seed)
     recalibrate_bn(model, data.bn, cfg.finetune_bn_batches)
@@ -458,7 +459,8 @@ def summarize(seeds: list[dict]) -> dict:
         ablation[run] = {k: col(m(k, run)) for k in ("holdout", "val_before", "value", "depth", "scored", "iterations",
                                                      "all_dims_fallbacks")}
         ablation[run]["holdout_delta"] = col(lambda s, r=run: s["mcd"][r]["holdout"] - s["mcd"]["nocbc_L1"]["holdout"])
-        ablation[run]["val_delta"] = col(lambda s, r=run: s["mcd"][r]["val_before"] - s["mcd"]["nocbc_L1"]["val_before"])
+        ablation[run]["val_delta"] = col(
+            lambda s, r=run: s["mcd"][r]["val_before"] - s["mcd"]["nocbc_L1"]["val_before"])
     b = lambda name, key: (lambda s: s["baselines"][name].get(key))  # noqa: E731
     baselines = {"searched": {k: col(m(k)) for k in ("value", "holdout", "val_before", "val_after", "scored")},
                  **{name: {k: col(b(name, k)) for k in ("value", "holdout", "val_before", "val_after", "evaluations")}
@@ -485,7 +487,9 @@ def table_lines(result: dict) -> list[str]:
                 "one super-network and one plain network (seed 0) shared by all seeds: the spread is the "
                 "search's and the fine-tune's, not training's")
     lines = [f"NetAdaptV2 search ablations, {result['space']}, built-in data, {n} seed(s), mean ± std; "
-             f"torch threads {result['threads']['torch']}; {result['settings']['epochs']} training epoch(s), {training}", f"constraint: {lat['note']}",
+             f"torch threads {result['threads']['torch']}; {result['settings']['epochs']} training epoch(s), "
+             f"{training}",
+             f"constraint: {lat['note']}",
              f"target: {result['settings']['target_fraction']:.0%} of the max network "
              f"({fmt(S['target'], 3, scale)} {unit})", ""]
     st = S["search_time"]
@@ -533,7 +537,7 @@ def table_lines(result: dict) -> list[str]:
     tp = result.get("throughput")
     if tp:
         lines.append("")
-        lines.append("5. Throughput (this host)")
+        lines.append("4. Throughput (this host)")
         if tp["lut"]:
             lines.append(f"LUT whole-network predictions: {tp['lut']['predictor_per_s']:,.0f}/s (LatencyPredictor), "
                          f"{tp['lut']['layer_configs_sum_per_s']:,.0f}/s (LatencyTable over layer_configs)")
@@ -546,8 +550,8 @@ def table_lines(result: dict) -> list[str]:
                      f"{sc['calib_batch_size']} BN calibration)")
         for threads, r in tp["training_step"].items():
             ips = r["images_per_s"]
-            lines.append(f"training step, {threads} thread(s), batch {r['batch_size']}: plain {ips['plain']:.0f} img/s, "
-                         f"OD per-batch kernels {ips['od-batch-kernel']:.0f} img/s "
+            lines.append(f"training step, {threads} thread(s), batch {r['batch_size']}: "
+                         f"plain {ips['plain']:.0f} img/s, OD per-batch kernels {ips['od-batch-kernel']:.0f} img/s "
                          f"({r['ratio_vs_plain']['od-batch-kernel']:.2f}x time), OD per-image kernels "
                          f"{ips['od']:.0f} img/s ({r['ratio_vs_plain']['od']:.2f}x time)")
         lines.append(f"in the runs above: OD super-network {fmt(S['train_images_per_s']['od'], 0)} img/s, "
@@ -634,7 +638,8 @@ def main(argv=None) -> int:
               "data": "builtin", "machine": machine(), "versions": versions(),
               "threads": {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
               "command": "python -m benchmarks.bench_search " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "settings": asdict(cfg), "schedule": {"mcd": asdict(cfg.schedule()), "netadapt_v1": asdict(cfg.v1_schedule())},
+              "settings": asdict(cfg),
+              "schedule": {"mcd": asdict(cfg.schedule()), "netadapt_v1": asdict(cfg.v1_schedule())},
               "latency": {k: v for k, v in latency.items() if k not in ("make", "table")},
               "workdir": str(work), "seeds": seeds, "summary": summary, "throughput": tp,
               "wall_s": time.perf_counter() - t0}

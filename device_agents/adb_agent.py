@@ -16,15 +16,31 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from . import device_state
-from .adb_batch import (BATCH_DIR, DEVICE_ROOT, RUNNER, TOOL_BACKENDS, BatchPlan, parse_df_available_kb,
-                        plan_batch, q, run_command, runner_list_file, runner_script, safe_local_path,
-                        split_tool_results, tool_script)
+from .adb_batch import (
+    BATCH_DIR,
+    DEVICE_ROOT,
+    RUNNER,
+    TOOL_BACKENDS,
+    BatchPlan,
+    parse_df_available_kb,
+    plan_batch,
+    q,
+    run_command,
+    runner_list_file,
+    runner_script,
+    safe_local_path,
+    split_tool_results,
+    tool_script,
+)
 from .adb_transport import DeviceDisconnected, DeviceShell, open_transport
 from .contract import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming
+from .local import parse_results
+from .tool_output import parse_benchmark_model, parse_perf_test
 
 RUNNER_SOURCE = Path(__file__).with_name(RUNNER)
 PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.hardware", "ro.product.cpu.abi",
@@ -275,17 +291,11 @@ class AdbAgent:
             raise AgentError(f"{self.shell.serial}: the batch wrote no results (exit {rc}): {_last_line(out)}") from e
         text = local_results.read_text(encoding="utf-8", errors="replace")
         if tool is None:
-            from .local import parse_results
-
             return parse_results(text.splitlines(), list(plan.host_paths), stderr=out, returncode=rc)
         return _tool_timings(plan, self.runtime, text)
 
 
 def _tool_timings(plan: BatchPlan, runtime: str, text: str) -> list[ModelTiming]:
-    from dataclasses import replace
-
-    from .tool_output import parse_benchmark_model, parse_perf_test
-
     parse = parse_benchmark_model if runtime == "tflite" else parse_perf_test
     blocks = split_tool_results(text)
     timings = []

@@ -6,12 +6,19 @@ From the adb server when one is running (it already knows every USB/TCP phone), 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
-from .adb_transport import (AdbServerTransport, AdbShellTransport, DeviceShell, adb_server_running,
-                            check_serial, list_server_devices)
+from .adb_keys import load_signers
+from .adb_transport import (
+    AdbServerTransport,
+    AdbShellTransport,
+    DeviceShell,
+    adb_server_running,
+    check_serial,
+    list_server_devices,
+)
 from .contract import AgentError
 
 _PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.version.release",
@@ -63,8 +70,6 @@ def list_devices(specs: Iterable[str] = (), *, key_path: Path | str | None = Non
         except AgentError as e:
             listings.append(DeviceListing(spec, "invalid", False, via="", note=str(e)))
             continue
-        from .adb_keys import load_signers
-
         try:
             shell = AdbShellTransport(spec, load_signers(key_path), connect_tries=1,
                                       auth_timeout_s=auth_timeout_s)

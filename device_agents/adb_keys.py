@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from adb_shell.auth.keygen import keygen, write_public_keyfile
+from adb_shell.auth.sign_pythonrsa import PythonRSASigner
+
 from .contract import AgentError
 
 
@@ -25,12 +28,8 @@ def ensure_key(key_path: Path | str | None = None) -> Path:
     pub = Path(str(path) + ".pub")
     if path.exists():
         if not pub.exists():
-            from adb_shell.auth.keygen import write_public_keyfile
-
             write_public_keyfile(str(path), str(pub))
         return path
-    from adb_shell.auth.keygen import keygen
-
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Create the file 0600 first: keygen opens it "wb", which keeps the mode it finds.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -62,8 +61,6 @@ def load_signers(key_path: Path | str | None = None) -> list:
 
     The first signer's public key is what a phone is offered when no signature is accepted.
     """
-    from adb_shell.auth.sign_pythonrsa import PythonRSASigner
-
     paths = [ensure_key(key_path)]
     if key_path is None:
         paths += [p for p in vendor_key_paths() if p != paths[0]]

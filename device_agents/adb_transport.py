@@ -17,10 +17,16 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
+from adb_shell import adb_device
+from adb_shell import exceptions as ex
+from adb_shell.transport.base_transport import BaseTransport
+
+from .adb_keys import load_signers
 from .contract import AgentError
 
 RC_MARK = "__RC="
@@ -97,7 +103,7 @@ def backoff_retry(connect: Callable[[], None], serial: str, tries: int, base_s: 
 
 # --- adb-shell --------------------------------------------------------------------------------
 
-def _polling_tcp_transport_class():
+class PollingTcpTransport(BaseTransport):
     """adb-shell's TCP transport, changed in two ways that matter for long benchmarks.
 
     * A read that finds nothing returns b"" after POLL_S instead of raising, so silence
@@ -105,46 +111,42 @@ def _polling_tcp_transport_class():
     * End of stream (the phone closed the socket) raises ConnectionResetError at once;
       the stock transport returns b"" and the caller spins until its read timeout.
     """
-    from adb_shell.transport.base_transport import BaseTransport
 
-    class PollingTcpTransport(BaseTransport):
-        def __init__(self, host: str, port: int):
-            self._host, self._port = host, port
-            self._sock: socket.socket | None = None
+    def __init__(self, host: str, port: int):
+        self._host, self._port = host, port
+        self._sock: socket.socket | None = None
 
-        def connect(self, transport_timeout_s):
-            self._sock = socket.create_connection((self._host, self._port),
-                                                  timeout=transport_timeout_s or CONNECT_TIMEOUT_S)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def connect(self, transport_timeout_s):
+        self._sock = socket.create_connection((self._host, self._port),
+                                              timeout=transport_timeout_s or CONNECT_TIMEOUT_S)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def close(self):
-            if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self._sock.close()
-                self._sock = None
+    def close(self):
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+            self._sock = None
 
-        def bulk_read(self, numbytes, transport_timeout_s):
-            if self._sock is None:
-                raise ConnectionResetError("not connected")
-            readable, _, _ = select.select([self._sock], [], [], POLL_S)
-            if not readable:
-                return b""
-            data = self._sock.recv(numbytes)
-            if not data:
-                raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
-            return data
+    def bulk_read(self, numbytes, transport_timeout_s):
+        if self._sock is None:
+            raise ConnectionResetError("not connected")
+        readable, _, _ = select.select([self._sock], [], [], POLL_S)
+        if not readable:
+            return b""
+        data = self._sock.recv(numbytes)
+        if not data:
+            raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
+        return data
 
-        def bulk_write(self, data, transport_timeout_s):
-            if self._sock is None:
-                raise ConnectionResetError("not connected")
-            self._sock.settimeout(transport_timeout_s or CONNECT_TIMEOUT_S)
-            self._sock.sendall(data)
-            return len(data)
-
-    return PollingTcpTransport
+    def bulk_write(self, data, transport_timeout_s):
+        if self._sock is None:
+            raise ConnectionResetError("not connected")
+        self._sock.settimeout(transport_timeout_s or CONNECT_TIMEOUT_S)
+        self._sock.sendall(data)
+        return len(data)
 
 
 _SERIAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:%+\-\[\]]{0,199}")
@@ -186,21 +188,15 @@ class AdbShellTransport:
         backoff_retry(self._connect_once, serial, connect_tries, backoff_s)
 
     def _make_device(self):
-        from adb_shell import adb_device
-
         hp = _split_host_port(self.serial)
         if hp is not None:
-            return adb_device.AdbDevice(_polling_tcp_transport_class()(*hp))
+            return adb_device.AdbDevice(PollingTcpTransport(*hp))
         try:
-            from adb_shell.adb_device import AdbDeviceUsb
-
-            return AdbDeviceUsb(serial=self.serial, default_transport_timeout_s=None)
-        except Exception as e:  # ImportError, InvalidTransportError, OSError from libusb
+            return adb_device.AdbDeviceUsb(serial=self.serial, default_transport_timeout_s=None)
+        except Exception as e:  # InvalidTransportError (no libusb1), OSError from libusb
             raise AgentError(f"{self.serial}: {USB_HINT} [{type(e).__name__}: {e}]") from e
 
     def _connect_once(self) -> None:
-        from adb_shell import exceptions as ex
-
         offered = []  # set when adb-shell gives up on signatures and offers the public key
         try:
             self._device.close()
@@ -226,8 +222,6 @@ class AdbShellTransport:
 
     def _guard(self, what: str, fn):
         """Run an adb-shell call, translating its exceptions into ours."""
-        from adb_shell import exceptions as ex
-
         try:
             return fn()
         except ex.AdbTimeoutError as e:
@@ -383,7 +377,5 @@ def open_transport(serial: str, *, transport: str = "auto", key_path: Path | str
         if not adb:
             raise AgentError("--transport adb-server needs the `adb` executable on PATH")
         return AdbServerTransport(serial, adb=adb, connect_tries=connect_tries, backoff_s=backoff_s)
-    from .adb_keys import load_signers
-
     return AdbShellTransport(serial, load_signers(key_path), connect_tries=connect_tries,
                              backoff_s=backoff_s, auth_timeout_s=auth_timeout_s)

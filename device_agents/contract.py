@@ -7,9 +7,10 @@ boards. All times are milliseconds.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 class AgentError(Exception):

@@ -79,9 +79,8 @@ def _import_tflite():
         except Exception:  # pragma: no cover - version is informative only
             version = "ai-edge-litert ?"
     except ImportError:
-        from tflite_runtime import interpreter as mod  # type: ignore[no-redef]
-
         import tflite_runtime
+        from tflite_runtime import interpreter as mod  # type: ignore[no-redef]
 
         version = "tflite-runtime " + getattr(tflite_runtime, "__version__", "?")
     return mod.Interpreter, getattr(mod, "OpResolverType", None), version

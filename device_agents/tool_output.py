@@ -89,7 +89,8 @@ def parse_benchmark_model(text: str, name: str = "") -> ToolResult:
         stats.update(min=t, max=t, avg=t, std=0.0)
     missing = [k for k in ("min", "max", "std") if k not in stats]
     if missing:
-        raise AgentError(f"benchmark_model{_for(name)}: statistics lack {', '.join(missing)}: {phases[1].strip()[:160]}")
+        raise AgentError(f"benchmark_model{_for(name)}: statistics lack {', '.join(missing)}: "
+                         f"{phases[1].strip()[:160]}")
     if not stats["min"] <= stats["avg"] <= stats["max"]:
         raise AgentError(f"benchmark_model{_for(name)}: inconsistent statistics: {phases[1].strip()[:160]}")
 
@@ -137,7 +138,8 @@ def parse_perf_test(text: str, name: str = "") -> ToolResult:
         raise AgentError(f"onnxruntime_perf_test{_for(name)}: zero inference requests")
     lat = {
         key.lower(): float(value) * 1000.0
-        for key, value in re.findall(rf"\b(Min|Max|P50|P90|P95|P99|P999) Latency(?::| is)\s*({_NUM})\s*(?:s|sec)\b", text)
+        for key, value in re.findall(
+            rf"\b(Min|Max|P50|P90|P95|P99|P999) Latency(?::| is)\s*({_NUM})\s*(?:s|sec)\b", text)
     }
     approximated = ["p10_ms", "std_ms"]
     if "p50" in lat:
@@ -153,7 +155,8 @@ def parse_perf_test(text: str, name: str = "") -> ToolResult:
     p90 = lat.get("p90", hi)
     std = (lat["p90"] - lat["p50"]) / _Z90 if "p90" in lat and "p50" in lat else 0.0
     if not lo <= median <= hi:
-        raise AgentError(f"onnxruntime_perf_test{_for(name)}: inconsistent latencies (min {lo} ms, median {median} ms, max {hi} ms)")
+        raise AgentError(f"onnxruntime_perf_test{_for(name)}: inconsistent latencies "
+                         f"(min {lo} ms, median {median} ms, max {hi} ms)")
     timing = ModelTiming(
         name=name, n=int(n), median_ms=median, mean_ms=avg_ms, p10_ms=lo, p90_ms=p90,
         std_ms=max(std, 0.0), min_ms=lo, max_ms=hi,

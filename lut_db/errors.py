@@ -1,4 +1,5 @@
-"""Problems a user can cause with a LUT file, each with a one-line message.
+"""Problems a user can cause with a LUT file, each with a one-line message, and the base
+of every user error of both CLIs.
 
 The CLIs print `str(error)` and exit with code 1; anything else is a bug and stays a
 traceback. Every message names the file (or the layer and slice) and what was expected.
@@ -6,7 +7,18 @@ traceback. Every message names the file (or the layer and slice) and what was ex
 from __future__ import annotations
 
 
-class LutError(Exception):
+class UserError(Exception):
+    """A problem the user can fix (bad input, missing file, wrong option): one-line message.
+
+    `lutbuild` and `nas-search` print it as ``<prog>: error: <message>`` and exit with code 1
+    (`profiler.cli_runner`). It lives here, in the lowest layer, so every package can derive
+    its own errors from it: `LutError`, `profiler.errors.ProfilerError`,
+    `search.errors.SearchError`, `search.spaces.UnknownSpace`. (`device_agents` may not
+    import `lut_db`, so its `AgentError` is the one other root the CLIs catch.)
+    """
+
+
+class LutError(UserError):
     """Base of every user-facing LUT problem (one-line message, exit code 1)."""
 
 

@@ -1,7 +1,8 @@
 """The LUT key: one measurable layer configuration.
 
-A `LayerConfig` holds everything that changes a layer's latency and nothing else
-(DESIGN.md, "A layer configuration"). Its canonical string is the primary key of the
+A `LayerConfig` holds everything that changes a layer's latency and nothing else: op kind
+(declared in `op_kinds.py`), input size, channels, kernel, stride, groups, activation, SE
+width, dtype (docs/lut.md describes the LUT). Its canonical string is the primary key of the
 `layers` table, so two search spaces that contain the same layer share one measurement.
 The runtime and its options (threads, delegate) are *not* part of the layer key: they
 select the LUT slice (`RuntimeSpec`) a measurement belongs to.
@@ -12,14 +13,8 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 
-#: Operation kinds the LUT knows. Each has one PyTorch builder in `search/spaces/ops.py`.
-#: conv: k x k convolution + BN + act (groups=1); dwconv: depthwise k x k + BN + act;
-#: se: squeeze-excite (global pool, 1x1 reduce to `hidden` + ReLU, 1x1 expand + hard
-#: sigmoid, multiply); add: residual add of `cin` block-output channels onto a `cout`-wide
-#: stream, the remaining `cout - cin` stream channels bypass unchanged (CBC);
-#: gap: global average pool; linear: fully connected `cin -> cout` (+ act) on a vector;
-#: upsample: nearest x`stride` upsampling of `cin` channels (depth decoder).
-OP_KINDS = ("conv", "dwconv", "se", "add", "gap", "linear", "upsample")
+from .op_kinds import OP_KINDS, VECTOR
+
 ACTIVATIONS = ("none", "relu", "relu6", "hswish", "hsigmoid")
 
 
@@ -41,7 +36,7 @@ class LayerConfig:
 
     def __post_init__(self) -> None:
         if self.op not in OP_KINDS:
-            raise ValueError(f"LayerConfig.op: unknown op {self.op!r}, expected one of {OP_KINDS}")
+            raise ValueError(f"LayerConfig.op: unknown op {self.op!r}, expected one of {tuple(OP_KINDS)}")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"LayerConfig.act: unknown activation {self.act!r}, expected one of {ACTIVATIONS}")
         for name in ("h", "w", "cin", "cout", "kernel", "stride", "groups"):
@@ -75,7 +70,7 @@ class LayerConfig:
         """Output spatial size (ceil division for strided ops, x stride for upsample)."""
         if self.op == "upsample":
             return self.h * self.stride, self.w * self.stride
-        if self.op in ("gap", "linear"):
+        if OP_KINDS[self.op].output == VECTOR:
             return 1, 1
         return -(-self.h // self.stride), -(-self.w // self.stride)
 
@@ -83,7 +78,7 @@ class LayerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LayerConfig":
+    def from_dict(cls, data: dict) -> LayerConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown:
@@ -91,7 +86,7 @@ class LayerConfig:
         return cls(**data)
 
     @classmethod
-    def from_key(cls, key: str) -> "LayerConfig":
+    def from_key(cls, key: str) -> LayerConfig:
         """Inverse of `key` (used by `lutbuild show` and interpolation)."""
         try:
             op, hw, chans, ksg, act, hidden, dtype = key.split(":")
@@ -105,23 +100,8 @@ class LayerConfig:
             raise ValueError(f"layer key {key!r}: not of the form op:HxW:cin->cout:kKsSgG:act:rR:dtype") from exc
 
     def macs(self) -> int:
-        """Multiply-accumulates of this layer (the MAC proxy and MAC metric use it)."""
-        oh, ow = self.out_hw
-        if self.op == "conv":
-            return oh * ow * self.cout * self.cin // self.groups * self.kernel * self.kernel
-        if self.op == "dwconv":
-            return oh * ow * self.cout * self.kernel * self.kernel
-        if self.op == "se":
-            return self.h * self.w * self.cin * 2 + 2 * self.cin * self.hidden
-        if self.op == "add":
-            return self.h * self.w * self.cin
-        if self.op == "gap":
-            return self.h * self.w * self.cin
-        if self.op == "linear":
-            return self.cin * self.cout
-        if self.op == "upsample":
-            return 0
-        raise AssertionError(self.op)
+        """Multiply-accumulates of this layer (the MAC proxy and MAC metric use it; formulas in `op_kinds.py`)."""
+        return OP_KINDS[self.op].macs(self)
 
 
 @dataclass(frozen=True)

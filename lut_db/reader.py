@@ -7,7 +7,7 @@ dict look-ups on `LayerConfig`'s precomputed key. All values are milliseconds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from .coverage import SliceInfo, slices as _slices
 from .errors import MissingLatencyError, UnknownSlice
@@ -47,7 +47,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path, device_id: str, runtime: str,
-             runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False) -> "LatencyTable":
+             runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False) -> LatencyTable:
         """Read one slice of the LUT at `path` (raises `UnknownSlice` if it has no rows)."""
         db = open_lut(path, create=False)
         try:
@@ -85,7 +85,7 @@ class LatencyTable:
         try:
             return self._ms[cfg.key]
         except KeyError:
-            return self._estimate(cfg.key, cfg)
+            return self._estimate(cfg)
 
     def predict(self, layers: Iterable[LayerConfig]) -> float:
         """Latency of a whole network in ms: its layers' sum plus the slice's `overhead`
@@ -99,16 +99,6 @@ class LatencyTable:
             return sum([ms[cfg._key] for cfg in layers], self.overhead_ms)
         except KeyError:
             return sum([self.latency(cfg) for cfg in layers], self.overhead_ms)
-
-    def predict_keys(self, keys: Iterable[str]) -> float:
-        """`predict` for precomputed layer keys (what a search can cache per layer choice)."""
-        if not isinstance(keys, (list, tuple)):
-            keys = list(keys)
-        ms = self._ms
-        try:
-            return sum([ms[k] for k in keys], self.overhead_ms)
-        except KeyError:
-            return sum([self._ms[k] if k in self._ms else self._estimate(k) for k in keys], self.overhead_ms)
 
     def has(self, cfg: LayerConfig) -> bool:
         """Whether the table holds `cfg` (loaded, or already interpolated by this table)."""
@@ -128,10 +118,10 @@ class LatencyTable:
             raise self._missing_error(cfg.key)
         return "interpolated" if cfg.key in self.interpolated_keys else "measured"
 
-    def _estimate(self, key: str, cfg: LayerConfig | None = None) -> float:
+    def _estimate(self, cfg: LayerConfig) -> float:
+        key = cfg.key
         if not self.interpolate:
             raise self._missing_error(key)
-        cfg = cfg or LayerConfig.from_key(key)
         points = self._measured_families().get(family_key(cfg), {})
         ms = interpolate_family(points, [(cfg.cin, cfg.cout)], family_macs(cfg)).get((cfg.cin, cfg.cout))
         if ms is None:

@@ -1,7 +1,7 @@
 """Write LUT rows: measurements, devices, calibration constants, search-space key sets.
 
-One writer per file (several phones feed one writer process, DESIGN.md). Every call is one
-transaction: a process killed mid-call leaves the LUT as it was before the call.
+One writer per file: several phones feed one writer thread (`profiler/build_engine.py`).
+Every call is one transaction: a process killed mid-call leaves the LUT as it was before the call.
 All latencies are milliseconds; timestamps are ISO-8601 UTC strings.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from sqlite_utils import Database
 
@@ -37,7 +38,7 @@ class DeviceRecord:
     first_seen: str = ""  # ISO UTC; "" means "now" when first registered
 
     @classmethod
-    def from_info(cls, info: Any) -> "DeviceRecord":
+    def from_info(cls, info: Any) -> DeviceRecord:
         """From any object with DeviceInfo's attributes (device_agents.contract.DeviceInfo)."""
         return cls(**{name: getattr(info, name, "") for name in
                       ("device_id", "model", "soc", "abi", "os_version", "cpu_core")})

@@ -6,9 +6,14 @@ kind of device is a new factory here, not a change to the build loop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
+from device_agents.adb_agent import open_agent as open_adb_agent
+from device_agents.adb_transport import check_serial
 from device_agents.contract import AgentError
+from device_agents.local import LocalAgent
+
+from .runtimes import DEFAULT_CACHE_DIR
 
 LOCAL = "local"
 RUNNERS = ("tool", "python")  # on the phone: the vendor benchmark binary, or runner.py with python3
@@ -35,8 +40,7 @@ def open_agent(device: str, runtime: str | None = None, **kwargs):
     against `binary`), `transport` (auto, adb-shell, adb-server), `key_path`, `workdir`
     (default: `default_workdir(DEFAULT_CACHE_DIR)`), `auth_timeout_s` and the `AdbAgent`
     options. Raises `AgentError` (one line, naming the device) when the spec is empty or
-    malformed, the phone cannot be reached or has not authorized this computer, or ADB
-    support is not available.
+    malformed, or the phone cannot be reached or has not authorized this computer.
     """
     device = (device or "").strip()
     if not device:
@@ -45,15 +49,7 @@ def open_agent(device: str, runtime: str | None = None, **kwargs):
         given = [flag for flag, key, ok in _USER_PHONE_FLAGS if kwargs.get(key) not in ok]
         if given:
             raise AgentError(f"--device local: {', '.join(given)} only apply to phones")
-        from device_agents.local import LocalAgent
-
         return LocalAgent(**{k: v for k, v in kwargs.items() if k not in PHONE_OPTIONS})
-    try:
-        from device_agents.adb_agent import open_agent as open_adb_agent
-        from device_agents.adb_transport import check_serial
-    except ImportError as exc:
-        raise AgentError(f"--device {device!r}: ADB devices are not available in this install "
-                         f"({exc}); use --device local") from None
     check_serial(device)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     runner = kwargs.pop("runner", None)
@@ -65,8 +61,6 @@ def open_agent(device: str, runtime: str | None = None, **kwargs):
     if runner == "python" and kwargs.get("binary"):
         raise AgentError("--runner python runs runner.py on the phone: drop --benchmark-binary, or use --runner tool")
     if "workdir" not in kwargs:
-        from .build import DEFAULT_CACHE_DIR
-
         kwargs["workdir"] = default_workdir(DEFAULT_CACHE_DIR)
     kwargs["workdir"] = Path(kwargs["workdir"]).expanduser()
     try:

@@ -9,10 +9,10 @@
                     --json verify.json --plot verify.png
     lutbuild show   --db lut.sqlite
 
-`build --device local` alone runs the single-device loop (`build.build_lut`); phones, and
-several `--device`s at once, run one worker per device and one writer
-(`multi_device.build_lut_multi`). A device that fails mid-build stops with one line naming
-it while the others finish, and the exit code is 1.
+`build` runs one engine (`build.build_lut`: one worker per device, one writer). With
+`--device local` alone a failure of the device is raised as from a plain loop; phones, and
+several `--device`s at once, are named in messages, and a device that fails mid-build stops
+with one line naming it while the others finish, and the exit code is 1.
 
 Errors a user can cause (unknown space, plan or runtime, a file that is not a LUT or has a
 newer schema, a missing slice, a bad option) print one line on stderr and exit with code 1,
@@ -26,47 +26,26 @@ from pathlib import Path
 
 import click
 
+from device_agents.adb_devices import list_devices
 from device_agents.adb_transport import TRANSPORTS
+from lut_db.coverage import format_table
+from search.spaces import list_spaces
 
-from .agents import LOCAL, RUNNERS, name_device
-from .build import DEFAULT_CACHE_DIR, BuildOptions
-from .export import RUNTIMES
+from .agents import LOCAL, RUNNERS, close_agents, default_workdir, name_device, open_agent, open_agents
+from .build import BuildOptions, MultiBuildReport, build_lut
+from .cli_runner import CliGroup
 from .plan import PLANS
+from .plots import plot_verify
+from .runtimes import DEFAULT_CACHE_DIR, RUNTIMES
+from .show import show_lut
+from .spaces import resolve_space
+from .verify import VerifyOptions, verify_lut
+from .verify_report import format_report
 
 PROG = "lutbuild"
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's to fix: one line on stderr, exit code 1."""
-    from device_agents.contract import AgentError
-    from lut_db.errors import LutError
-    from search.spaces.registry import UnknownSpace
-
-    from .errors import ProfilerError
-
-    return LutError, AgentError, ProfilerError, UnknownSpace
-
-
-class _Group(click.Group):
-    """Turns user errors (ours and click's usage errors) into one stderr line and exit code 1."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            return super().main(args, prog_name or PROG, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo(f"{PROG}: aborted", err=True)
-            sys.exit(130)
-        except click.ClickException as exc:
-            click.echo(f"{PROG}: error: {' '.join(exc.format_message().split())}", err=True)
-            sys.exit(1)
-        except user_errors() as exc:
-            click.echo(f"{PROG}: error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group)
+@click.group(cls=CliGroup, prog=PROG)
 def cli() -> None:
     """Build and check an on-device latency lookup table (LUT) for a search space."""
 
@@ -97,8 +76,6 @@ def _phone_options(f):
 
 def _agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir) -> dict:
     """`profiler.agents.open_agent` keyword arguments of the phone options."""
-    from .agents import default_workdir
-
     return dict(binary=binary, runner=runner, transport=transport, key_path=key_path,
                 auth_timeout_s=auth_timeout_s, workdir=default_workdir(cache_dir))
 
@@ -126,8 +103,6 @@ def _common(f):
 @cli.command()
 def spaces() -> None:
     """List the search spaces and how many LUT keys each needs."""
-    from search.spaces import list_spaces
-
     for space in list_spaces():
         click.echo(f"{space.describe()}; {len(space.all_layer_configs())} LUT keys")
 
@@ -141,9 +116,6 @@ def spaces() -> None:
               help="seconds to wait for a phone to accept the key")
 def devices(devices, key_path, auth_timeout_s) -> None:
     """List the phones seen (adb server + --device): serial, model, SoC, Android, authorized?"""
-    from device_agents.adb_devices import list_devices
-    from lut_db.coverage import format_table
-
     listings = list_devices(devices, key_path=key_path, auth_timeout_s=auth_timeout_s)
     if not listings:
         click.echo("no phones found: none on a running adb server (`adb devices`), and no --device HOST:PORT given; "
@@ -172,11 +144,6 @@ def devices(devices, key_path, auth_timeout_s) -> None:
 def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices, binary, runner, transport, key_path,
           auth_timeout_s, plan, batch_size, repeats, limit) -> None:
     """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
-    from .agents import close_agents, open_agents
-    from .build import build_lut
-    from .multi_device import build_lut_multi
-    from .spaces import resolve_space
-
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
     options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, batch_size=batch_size,
                            repeats=repeats, limit=limit, cache_dir=cache_dir)
@@ -185,14 +152,13 @@ def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices
     agents = open_agents(devices, runtime,
                          **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     try:
-        if list(devices) == [LOCAL]:
-            report = build_lut(space, agents[0], db, runtime, options, progress=not quiet)
-        else:
-            report = build_lut_multi(space, agents, db, runtime, options, progress=not quiet)
+        # `--device local` alone: one agent (its failure raised); phones: the list (named, reported)
+        target = agents[0] if list(devices) == [LOCAL] else agents
+        report = build_lut(space, target, db, runtime, options, progress=not quiet)
     finally:
         close_agents(agents)
     click.echo(report.summary())
-    failures = getattr(report, "failures", [])
+    failures = report.failures if isinstance(report, MultiBuildReport) else []
     for line in failures:
         click.echo(f"{PROG}: error: {line}", err=True)
     if failures:
@@ -216,26 +182,20 @@ def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices
 def verify(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, device, binary, runner, transport, key_path,
            auth_timeout_s, samples, seed, rounds, interpolate, json_path, plot_path) -> None:
     """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
-    from .agents import open_agent
-    from .spaces import resolve_space
-    from .verify import VerifyOptions, format_report, verify_lut
-
     space = resolve_space(space)
     agent = open_agent(device, runtime,
                        **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     try:
-        options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, rounds=rounds, jobs=jobs,
-                                cache_dir=cache_dir, interpolate=interpolate)
+        options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, rounds=rounds,
+                                jobs=jobs, cache_dir=cache_dir, interpolate=interpolate)
         report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
     finally:
         agent.close()
     click.echo(format_report(report))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
     if plot_path:
-        from .plots import plot_verify
-
         plot_verify(report, plot_path)
 
 
@@ -243,13 +203,11 @@ def verify(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, device
 @click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="LUT file")
 def show(db) -> None:
     """Print the devices, slices, calibration and per-space coverage of a LUT."""
-    from .show import show_lut
-
     click.echo(show_lut(db))
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name=PROG)
+    cli.main(args=argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Problems a user can cause in `lutbuild` (bad option values, nothing to verify, ...).
 
-The CLI prints `str(error)` as one line and exits with code 1; anything else is a bug and
-stays a traceback. LUT-file problems are `lut_db.errors.LutError`, device problems
-`device_agents.contract.AgentError`, unknown spaces `search.spaces.UnknownSpace`.
+The CLI prints `str(error)` as one line and exits with code 1 (`profiler.cli_runner`);
+anything else is a bug and stays a traceback. Every user error derives from
+`lut_db.errors.UserError` (LUT-file problems are its `LutError`) except device problems,
+`device_agents.contract.AgentError`.
 """
 from __future__ import annotations
 
+from lut_db.errors import UserError
 
-class ProfilerError(Exception):
+
+class ProfilerError(UserError):
     """A user-fixable problem with a `lutbuild` request (one-line message, exit code 1)."""
 
 

@@ -26,19 +26,34 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import multiprocessing
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+try:  # torch-private modules `install_cia_cache` patches; a torch without them gets no cache
+    import torch.export.decomp_utils as decomp_utils
+    import torch.export.exported_program as exported_program
+    from torch._export import utils as export_utils
+except ImportError:  # pragma: no cover
+    decomp_utils = exported_program = export_utils = None
 
 from lut_db.layer_key import LayerConfig
+from lut_db.op_kinds import IMAGE, OP_KINDS
+from search.spaces import SubnetConfig, space_from_spec
+from search.spaces.ops import build_layer
 
-from .errors import UnknownRuntime
+from .runtimes import EXTENSIONS, RUNTIMES, check_runtime
 
-RUNTIMES = ("tflite", "onnx")
-EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
+__all__ = ["EXTENSIONS", "RUNTIMES", "ModelCache", "export_layer", "export_module", "export_network",
+           "exporter_id", "layer_module", "network_module", "overhead_module"]
 #: Bump when the exported graphs change (I/O convention, opset, module code): new cache folder.
 EXPORT_FORMAT = 1
 ONNX_OPSET = 17
@@ -55,12 +70,6 @@ QUIET_ENV = {
     "LITERT_TORCH_SHOW_PROGRESS": "n",
     "LITERT_TORCH_SILENCE_TORCH_LOGS": "y",
 }
-
-
-def check_runtime(runtime: str) -> str:
-    if runtime not in RUNTIMES:
-        raise UnknownRuntime(runtime, RUNTIMES)
-    return runtime
 
 
 def _version(dist: str) -> str:
@@ -82,14 +91,11 @@ def quiet_converters() -> None:
     """Silence litert-torch progress lines, absl/glog and Python warnings in this process."""
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
-    import logging
-    import warnings
-
     warnings.filterwarnings("ignore")
     for name in ("absl", "torch", "torch._export", "torch.export", "litert_torch", "tensorflow", "jax"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        from absl import logging as absl_logging
+        from absl import logging as absl_logging  # why: optional, comes with litert-torch; heavy to load
 
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover - absl comes with litert-torch
@@ -110,13 +116,7 @@ def install_cia_cache() -> bool:
     """
     if os.environ.get("NETADAPTV2_NO_CIA_CACHE") == "1":
         return False
-    import torch
-
-    try:
-        from torch._export import utils as export_utils
-        import torch.export.decomp_utils as decomp_utils
-        import torch.export.exported_program as exported_program
-    except ImportError:  # pragma: no cover - a torch without these modules: leave it alone
+    if export_utils is None:  # pragma: no cover - a torch without these modules: leave it alone
         return False
     targets = [m for m in (exported_program, decomp_utils) if hasattr(m, "_collect_all_valid_cia_ops")]
     original = getattr(export_utils, "_collect_all_valid_cia_ops", None)
@@ -143,9 +143,6 @@ def install_cia_cache() -> bool:
 
 def randomize_batchnorm(module, seed: int = 0) -> None:
     """Non-trivial BN statistics (and affine terms) so exporters cannot simplify them away."""
-    import torch
-    from torch import nn
-
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
@@ -157,36 +154,26 @@ def randomize_batchnorm(module, seed: int = 0) -> None:
 
 
 def layer_module(cfg: LayerConfig):
-    """(module, example NCHW/NC inputs, indices of image inputs, whether the output is an image)."""
-    import torch
+    """(module, example NCHW/NC inputs, indices of image inputs, whether the output is an image).
 
-    from search.spaces.ops import build_layer
-
+    Which inputs and output are images is the op kind's I/O convention (`lut_db.op_kinds`)."""
     torch.manual_seed(0)  # identical weights -> identical files for one key
     module, inputs = build_layer(cfg)
-    image_args = [i for i, x in enumerate(inputs) if x.dim() == 4]
-    image_out = cfg.op not in ("gap", "linear")
-    return module, inputs, image_args, image_out
+    kind = OP_KINDS[cfg.op]
+    image_args = [i for i, role in enumerate(kind.inputs) if role == IMAGE]
+    return module, inputs, image_args, kind.output == IMAGE
 
 
 def overhead_module():
     """(module, inputs) of the overhead model: ReLU of a (1, 1, 1, 1) image, NHWC in TFLite."""
-    import torch
-    from torch import nn
-
     return nn.ReLU(), (torch.zeros(1, 1, 1, 1),)
 
 
 def network_module(space_spec, subnet: dict, seed: int = 0):
     """The whole network of `subnet` ({'widths', 'kernels'}) in eval mode + an NCHW sample."""
-    import torch
-
-    from search.spaces.space import SearchSpace, SubnetConfig
-    from search.spaces.subnet import build_subnet
-
-    space = getattr(space_spec, "space_class", SearchSpace)(space_spec)  # depth specs name their class
+    space = space_from_spec(space_spec)
     torch.manual_seed(seed)
-    model = build_subnet(space, SubnetConfig.from_dict(subnet)).eval()
+    model = space.build_subnet(SubnetConfig.from_dict(subnet)).eval()
     randomize_batchnorm(model, seed)
     h, w = space.spec.input_hw
     return model, (torch.randn(1, space.spec.in_channels, h, w),)
@@ -195,8 +182,6 @@ def network_module(space_spec, subnet: dict, seed: int = 0):
 def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args: Sequence[int] = (0,),
                   image_out: bool = True) -> Path:
     """Write `module` to `path` (atomically: temporary file + rename) with the I/O convention above."""
-    import torch
-
     check_runtime(runtime)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +201,7 @@ def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args
 
 def _export_tflite(module, inputs, path: Path, image_args: list[int], image_out: bool) -> None:
     quiet_converters()
-    import litert_torch
+    import litert_torch  # why: optional converter (TFLite only), seconds to load; after quiet_converters
 
     sample = tuple(x.permute(0, 2, 3, 1).contiguous() if i in image_args else x for i, x in enumerate(inputs))
     if image_args or image_out:
@@ -225,8 +210,6 @@ def _export_tflite(module, inputs, path: Path, image_args: list[int], image_out:
 
 
 def _export_onnx(module, inputs, path: Path) -> None:
-    import torch
-
     names = [f"in{i}" for i in range(len(inputs))]
     torch.onnx.export(module.eval(), tuple(inputs), str(path), dynamo=False, opset_version=ONNX_OPSET,
                       input_names=names, output_names=["out"], do_constant_folding=True)
@@ -241,8 +224,6 @@ def export_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
 def export_network(space_spec, subnet: dict, runtime: str, path: Path, seed: int = 0) -> Path:
     """Export a whole sub-network: image in (NHWC for TFLite); logits (N, classes) out, or an
     image out (NHWC for TFLite) for a dense-prediction network."""
-    import torch
-
     model, inputs = network_module(space_spec, subnet, seed)
     with torch.no_grad():
         image_out = model(*inputs).dim() == 4
@@ -308,7 +289,7 @@ class ModelCache:
         self.export_cpu_s = 0.0  # CPU seconds the workers spent on them
         self._pool: futures.ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> "ModelCache":
+    def __enter__(self) -> ModelCache:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 
-def plot_verify(report: dict, path: str | Path) -> Path:
+from .verify_report import VerifyReport
+
+
+def plot_verify(report: VerifyReport, path: str | Path) -> Path:
     """Write the scatter PNG of `report` (as returned by `verify_lut`) to `path`."""
-    import matplotlib
+    import matplotlib  # why: optional plotting, ~0.5 s to load; only `--plot` needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # why: after choosing the Agg backend (no display)
 
-    samples = report["samples"]
-    measured = np.array([s["measured_ms"] for s in samples])
-    lut = np.array([s["predicted_ms"] for s in samples])
-    proxy = np.array([s["mac_proxy_ms"] for s in samples])
+    samples = report.samples
+    measured = np.array([s.measured_ms for s in samples])
+    lut = np.array([s.predicted_ms for s in samples])
+    proxy = np.array([s.mac_proxy_ms for s in samples])
     lo = 0.9 * min(measured.min(), lut.min(), proxy.min())
     hi = 1.1 * max(measured.max(), lut.max(), proxy.max())
     line = np.linspace(lo, hi, 100)
@@ -23,16 +26,16 @@ def plot_verify(report: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     ax.fill_between(line, line * 0.95, line * 1.05, color="0.85", label="±5%")
     ax.plot(line, line, color="0.3", lw=1, label="y = x")
-    m = report["mac_proxy"]
+    m, lut_stats = report.mac_proxy.stats, report.stats
     ax.scatter(measured, proxy, s=18, marker="x", color="tab:orange",
-               label=f"MAC proxy: MAPE {m['mape_pct']:.1f}%, ±5% {100 * m['within_5pct']:.0f}%")
+               label=f"MAC proxy: MAPE {m.mape_pct:.1f}%, ±5% {100 * m.within_5pct:.0f}%")
     ax.scatter(measured, lut, s=18, color="tab:blue",
-               label=f"LUT: MAPE {report['mape_pct']:.1f}%, ±5% {100 * report['within_5pct']:.0f}%")
+               label=f"LUT: MAPE {lut_stats.mape_pct:.1f}%, ±5% {100 * lut_stats.within_5pct:.0f}%")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"{report['space']} · {report['runtime']} · {report['n']} networks", fontsize=10)
+    ax.set_title(f"{report.space} · {report.runtime} · {report.stats.n} networks", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -8,7 +8,7 @@ overhead once), hundreds of thousands of networks per second. All values in ms.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable
 
 from lut_db.errors import MissingLatencyError
 from lut_db.layer_key import LayerConfig
@@ -30,11 +30,9 @@ class LatencyPredictor:
         self.overhead_ms = table.overhead_ms
         if check:
             self.check()
-        # The block cache needs `SearchSpace`'s own layer layout; a space class that lays out
-        # its layers differently (e.g. the depth spaces) is predicted layer by layer instead.
-        from search.spaces.space import SearchSpace
-
-        self.fast = type(space).layer_configs is SearchSpace.layer_configs
+        # The block cache needs the block-wise layer layout (stem, blocks, head); a space that
+        # lays out its layers differently (e.g. the depth spaces) is predicted layer by layer.
+        self.fast = space.blockwise_layout
         self._stem: dict[int, float] = {}
         self._head: dict[tuple[int, int], float] = {}
         # Per block: the fields predict() reads, resolved once, and the block's latency cache.
@@ -71,24 +69,23 @@ class LatencyPredictor:
         """
         if block.residual and out == 0:
             return 0.0
-        # Same layer list as `SearchSpace.layer_configs` (one source of truth for the keys).
-        layers = self.space._block_layers(block, cin, expand, out, kernel)
+        # Same layer list as `space.layer_configs` (one source of truth for the keys).
+        layers = self.space.block_layers(block, cin, expand, out, kernel)
         return sum(self.table.latency(c) for c in layers)
 
     def stem_latency(self, width: int) -> float:
+        """LUT latency (ms) of the stem conv with `width` filters (cached)."""
         ms = self._stem.get(width)
         if ms is None:
-            stem = self.space.stem
-            cfg = LayerConfig("conv", stem.in_hw[0], stem.in_hw[1], self.space.spec.in_channels, width,
-                              kernel=stem.default_kernel, stride=stem.stride, act=stem.act)
-            ms = self._stem[width] = self.table.latency(cfg)
+            ms = self._stem[width] = self.table.latency(self.space.stem_layer(width))
         return ms
 
     def head_latency(self, channels: int, fc: int) -> float:
+        """LUT latency (ms) of the head on `channels` with `fc` hidden units (cached)."""
         ms = self._head.get((channels, fc))
         if ms is None:
             ms = self._head[(channels, fc)] = sum(self.table.latency(c)
-                                                  for c in self.space._head_layers(channels, fc))
+                                                  for c in self.space.head_layers(channels, fc))
         return ms
 
     # ------------------------------------------------------------------ networks
@@ -122,7 +119,3 @@ class LatencyPredictor:
 
     def predict_many(self, cfgs: Iterable) -> list[float]:
         return [self.predict(c) for c in cfgs]
-
-    def layer_breakdown(self, cfg) -> Sequence[tuple[LayerConfig, float]]:
-        """(layer, ms) for each layer of `cfg` in execution order (reports, debugging)."""
-        return [(c, self.table.latency(c)) for c in self.space.layer_configs(cfg)]

@@ -5,7 +5,8 @@ network always included), exports each *whole* network with the same exporter an
 convention as the layers, times them on the device, and compares the measured medians with
 (a) the LUT prediction (sum of layer latencies + the slice's per-invoke overhead) and (b) a
 MAC proxy `ms = a * MACs + b` fitted by least squares on the same networks (in-sample, so
-it is the best any MAC-linear model can do on them).
+it is the best any MAC-linear model can do on them). The result is a `VerifyReport`
+(`verify_report.py`).
 
 Measurement protocol: `rounds` benchmark processes, each timing every network with
 `repeats` interleaved passes; a network's figure is the median of its per-round medians.
@@ -15,7 +16,6 @@ of the per-round medians (between processes) and of the runs (within a process).
 """
 from __future__ import annotations
 
-import dataclasses
 import platform
 import random
 import statistics
@@ -25,18 +25,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
 
+from device_agents.contract import BenchmarkSettings, DeviceInfo
+from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
 
 from . import calibrate
-from .build import DEFAULT_CACHE_DIR, benchmark_settings, slice_runtime
 from .errors import ProfilerError
 from .export import ModelCache
 from .plan import batches
 from .predictor import LatencyPredictor
+from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, slice_runtime
 from .spaces import resolve_space
+from .verify_report import (HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
+                            ReferenceCalibration, SliceCoverage, VerifyReport, error_stats, mac_proxy)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class VerifyOptions:
     samples: int = 50  # sub-networks measured (including the largest and the smallest)
     seed: int = 0  # sampling seed (the networks' weights use seed 0)
     threads: int = 1
-    delegate: str = "xnnpack"  # TFLite only: the slice's delegate (see build.slice_runtime)
+    delegate: str = "xnnpack"  # TFLite only: the slice's delegate (see runtimes.slice_runtime)
     rounds: int = 3  # benchmark processes per network (median of their medians)
     repeats: int = 3  # interleaved passes per round
     batch_size: int = 25  # networks per benchmark process
@@ -52,6 +56,27 @@ class VerifyOptions:
     cache_dir: Path = DEFAULT_CACHE_DIR
     interpolate: bool = False  # estimate keys missing from the LUT (and say how many)
     settings: dict = field(default_factory=dict)  # BenchmarkSettings overrides
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The space, device and LUT slice a verification compares."""
+
+    space: object  # a `SearchSpace`
+    info: DeviceInfo
+    rt: RuntimeSpec  # with the device's runtime version
+    table: LatencyTable
+    predictor: LatencyPredictor
+
+
+@dataclass
+class _Timings:
+    """Raw results of the benchmark rounds (ms; CoV as fractions)."""
+
+    per_round: list[list[float]]  # per network: its median in each round
+    run_cov: list[list[float]]  # per network: CoV of its runs in each round
+    reference_ms: list[float] = field(default_factory=list)  # the reference layer, per benchmark process
+    overhead_ms: list[float] = field(default_factory=list)  # the overhead model, per benchmark process
 
 
 def draw_subnets(space, samples: int, seed: int = 0) -> list:
@@ -69,29 +94,7 @@ def draw_subnets(space, samples: int, seed: int = 0) -> list:
     return configs
 
 
-def error_stats(predicted, measured) -> dict:
-    """MAPE %, share within ±5% / ±10%, mean signed error % and Spearman rank correlation."""
-    from scipy.stats import spearmanr
-
-    p, m = np.asarray(predicted, float), np.asarray(measured, float)
-    err = (p - m) / m
-    rho = float(spearmanr(p, m).statistic) if len(p) > 2 and np.ptp(p) > 0 and np.ptp(m) > 0 else float("nan")
-    return {"n": int(len(p)), "mape_pct": float(100 * np.mean(np.abs(err))),
-            "within_5pct": float(np.mean(np.abs(err) <= 0.05)), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-            "spearman": rho, "bias_pct": float(100 * np.mean(err)), "max_abs_err_pct": float(100 * np.max(np.abs(err)))}
-
-
-def mac_proxy(macs, measured) -> tuple[np.ndarray, dict]:
-    """Least-squares `ms = a * MACs + b` on the same networks: (predictions, fit)."""
-    x, y = np.asarray(macs, float), np.asarray(measured, float)
-    if len(x) >= 2 and np.ptp(x) > 0:
-        a, b = np.polyfit(x, y, 1)
-    else:
-        a, b = 0.0, float(np.mean(y))
-    return a * x + b, {"ms_per_mmac": float(a * 1e6), "intercept_ms": float(b)}
-
-
-def plan_summary(db_path, space, device_id: str, runtime: str, options: str) -> dict:
+def plan_summary(db_path, space, device_id: str, runtime: str, options: str) -> SliceCoverage:
     """How the slice covers `space`: measured / interpolated keys and the plans behind them."""
     db = open_lut(db_path, create=False)
     try:
@@ -103,136 +106,119 @@ def plan_summary(db_path, space, device_id: str, runtime: str, options: str) -> 
             sql = (f"SELECT source, plan, COUNT(*) FROM measurements WHERE device_id = ? AND runtime = ? "
                    f"AND runtime_options = ? AND layer_key IN ({', '.join('?' * len(chunk))}) GROUP BY source, plan")
             for source, plan, n in db.execute(sql, [device_id, runtime, options, *chunk]).fetchall():
-                counts[source] = counts.get(source, 0) + n
+                counts[source] += n
                 plans.add(plan)
         reference = calibrate.calibration(db, device_id, runtime, options, calibrate.REFERENCE)
     finally:
         db.close()
-    return {"plans": sorted(plans), "keys": len(keys), **counts,
-            "missing": len(keys) - counts["measured"] - counts["interpolated"],
-            "reference": None if reference is None else {"key": reference[1].get("key"), "ms": reference[0]}}
+    return SliceCoverage(plans=sorted(plans), keys=len(keys), measured=counts["measured"],
+                         interpolated=counts["interpolated"],
+                         missing=len(keys) - counts["measured"] - counts["interpolated"],
+                         reference=None if reference is None else ReferenceCalibration(reference[1].get("key"),
+                                                                                        reference[0]))
 
 
 def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyOptions = VerifyOptions(),
-               progress: bool = True) -> dict:
-    """Measure sampled whole networks and compare with the LUT (see module docstring).
-
-    Returns the report dict that `--json` writes (keys: n, mape_pct, within_5pct,
-    within_10pct, spearman, mac_proxy{...}, samples[...], plan, device, runtime, noise, ...).
-    """
-    from tqdm import tqdm
-
+               progress: bool = True) -> VerifyReport:
+    """Measure sampled whole networks and compare with the LUT (see module docstring)."""
     start = time.monotonic()
+    target = _open_target(space, agent, db_path, runtime, options)
+    configs = draw_subnets(target.space, options.samples, options.seed)
+    predicted = [target.predictor.predict(c) for c in configs]
+    coverage = plan_summary(db_path, target.space, target.info.device_id, runtime, target.rt.options)
+    settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate, **options.settings)
+    timings = _measure_networks(agent, target.space, configs, coverage.reference, settings, options, progress)
+    return _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
+
+
+def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) -> _Target:
+    """Check the request and load the slice (user errors before any export)."""
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate)  # option errors first
     if options.samples < 2:
         raise ProfilerError(f"--samples: expected at least 2 networks, got {options.samples}")
     info = agent.info()
-    version = agent.runtime_version(runtime)
-    rt = slice_runtime(runtime, options.threads, version, options.delegate)
+    rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate)
     table = LatencyTable.load(db_path, info.device_id, runtime, rt.options, interpolate=options.interpolate)
     predictor = LatencyPredictor(space, table)  # raises naming a missing key before any export
-    configs = draw_subnets(space, options.samples, options.seed)
-    subnets = [c.to_dict() for c in configs]
-    predicted = [predictor.predict(c) for c in configs]
-    macs = [space.macs(c) for c in configs]
-    plan = plan_summary(db_path, space, info.device_id, runtime, rt.options)
-    ref = plan["reference"]
-    settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate, **options.settings)
+    return _Target(space, info, rt, table, predictor)
 
-    per_round: list[list[float]] = [[] for _ in configs]
-    run_cov: list[list[float]] = [[] for _ in configs]
-    ref_ms: list[float] = []
-    overhead_ms: list[float] = []
+
+def _measure_networks(agent, space, configs: list, reference: ReferenceCalibration | None,
+                      settings: BenchmarkSettings, options: VerifyOptions, progress: bool) -> _Timings:
+    """Export the networks (and the overhead model, the reference layer), then time them in rounds."""
     chunks = list(batches(list(range(len(configs))), options.batch_size))
-    bar = tqdm(total=len(chunks) * options.rounds + 1, desc=f"verify {space.name} {runtime}", unit="batch",
+    bar = tqdm(total=len(chunks) * options.rounds + 1, desc=f"verify {space.name} {settings.runtime}", unit="batch",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
-        with ModelCache(options.cache_dir, runtime, options.jobs) as cache:
+        with ModelCache(options.cache_dir, settings.runtime, options.jobs) as cache:
             bar.set_postfix_str("exporting networks")
-            paths = cache.networks(space.spec, subnets)
+            paths = cache.networks(space.spec, [c.to_dict() for c in configs])
             extra = [cache.overhead()]
-            if ref and ref["key"]:
-                from lut_db.layer_key import LayerConfig
-
-                extra += cache.layers([LayerConfig.from_key(ref["key"])])
+            if reference and reference.key:
+                extra += cache.layers([LayerConfig.from_key(reference.key)])
             bar.update(1)
             bar.set_postfix_str("benchmarking")
-            for _ in range(options.rounds):
-                for chunk in chunks:
-                    if hasattr(agent, "settle"):
-                        agent.settle(60.0)
-                    result = agent.benchmark([*extra, *(paths[i] for i in chunk)], settings)
-                    overhead_ms.append(result.timings[0].median_ms)
-                    if len(extra) > 1:
-                        ref_ms.append(result.timings[1].median_ms)
-                    for i, timing in zip(chunk, result.timings[len(extra):]):
-                        per_round[i].append(timing.median_ms)
-                        run_cov[i].append(timing.cov)
-                    bar.update(1)
+            return _benchmark_rounds(agent, paths, extra, chunks, settings, options.rounds, bar)
     finally:
         bar.close()
 
-    measured = [statistics.median(v) for v in per_round]
+
+def _benchmark_rounds(agent, paths: list[Path], extra: list[Path], chunks: list[list[int]],
+                      settings: BenchmarkSettings, rounds: int, bar: tqdm) -> _Timings:
+    """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each."""
+    timings = _Timings([[] for _ in paths], [[] for _ in paths])
+    for _ in range(rounds):
+        for chunk in chunks:
+            if hasattr(agent, "settle"):
+                agent.settle(60.0)
+            result = agent.benchmark([*extra, *(paths[i] for i in chunk)], settings)
+            timings.overhead_ms.append(result.timings[0].median_ms)
+            if len(extra) > 1:
+                timings.reference_ms.append(result.timings[1].median_ms)
+            for i, timing in zip(chunk, result.timings[len(extra):]):
+                timings.per_round[i].append(timing.median_ms)
+                timings.run_cov[i].append(timing.cov)
+            bar.update(1)
+    return timings
+
+
+def _report(target: _Target, db_path, options: VerifyOptions, settings: BenchmarkSettings, configs: list,
+            predicted: list[float], coverage: SliceCoverage, timings: _Timings, start: float) -> VerifyReport:
+    """Score both predictors on the measured medians and assemble the report."""
+    space = target.space
+    measured = [statistics.median(v) for v in timings.per_round]
+    macs = [space.macs(c) for c in configs]
     proxy, fit = mac_proxy(macs, measured)
-    lut = error_stats(predicted, measured)
-    between = [statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 else 0.0 for v in per_round]
-    samples = []
-    for i, cfg in enumerate(subnets):
-        samples.append({
-            "index": i, "kind": "max" if i == 0 else "min" if i == 1 else "random", "subnet": cfg,
-            "macs": int(macs[i]), "layers": len(space.layer_configs(configs[i])),
-            "measured_ms": measured[i], "round_medians_ms": per_round[i],
-            "predicted_ms": predicted[i], "error_pct": 100 * (predicted[i] / measured[i] - 1),
-            "mac_proxy_ms": float(proxy[i]), "mac_proxy_error_pct": float(100 * (proxy[i] / measured[i] - 1)),
-            "cov_between_rounds_pct": 100 * between[i], "cov_runs_pct": 100 * statistics.median(run_cov[i]),
-        })
-    first_ref = ref["ms"] if ref else None
-    report = {
-        "space": space.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": dataclasses.asdict(info), "runtime": runtime, "runtime_version": version,
-        "runtime_options": rt.options, "lut": str(db_path), "seed": options.seed,
-        **lut,
-        "mac_proxy": {**error_stats(proxy, measured), "fit": fit},
-        "plan": plan,
-        "overhead_ms": {"lut": table.overhead_ms, "now": statistics.median(overhead_ms) if overhead_ms else None},
-        "noise": {
-            "cov_between_rounds_pct_median": 100 * statistics.median(between),
-            "cov_between_rounds_pct_max": 100 * max(between),
-            "cov_runs_pct_median": statistics.median(s["cov_runs_pct"] for s in samples),
-            "reference_drift_pct": (calibrate.drift_pct(statistics.median(ref_ms), first_ref)
-                                    if ref_ms and first_ref else None),
-        },
-        "protocol": {"rounds": options.rounds, "repeats": options.repeats, "warmup_runs": settings.warmup_runs,
-                     "min_runs": settings.min_runs, "min_seconds": settings.min_seconds,
-                     "interpolate_missing": options.interpolate},
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
-        "wall_s": time.monotonic() - start,
-        "samples": samples,
-    }
-    return report
+    between = [statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 else 0.0 for v in timings.per_round]
+    samples = [NetworkSample(
+        index=i, kind="max" if i == 0 else "min" if i == 1 else "random", subnet=cfg.to_dict(),
+        macs=int(macs[i]), layers=len(space.layer_configs(cfg)), measured_ms=measured[i],
+        round_medians_ms=timings.per_round[i], predicted_ms=predicted[i],
+        error_pct=100 * (predicted[i] / measured[i] - 1), mac_proxy_ms=float(proxy[i]),
+        mac_proxy_error_pct=float(100 * (proxy[i] / measured[i] - 1)), cov_between_rounds_pct=100 * between[i],
+        cov_runs_pct=100 * statistics.median(timings.run_cov[i])) for i, cfg in enumerate(configs)]
+    return VerifyReport(
+        space=space.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=target.info,
+        runtime=target.rt.name, runtime_version=target.rt.version, runtime_options=target.rt.options,
+        lut=str(db_path), seed=options.seed, stats=error_stats(predicted, measured),
+        mac_proxy=MacProxyResult(error_stats(proxy, measured), fit), plan=coverage,
+        overhead_ms=Overheads(target.table.overhead_ms,
+                              statistics.median(timings.overhead_ms) if timings.overhead_ms else None),
+        noise=_noise(between, samples, timings.reference_ms, coverage.reference),
+        protocol=MeasureProtocol(options.rounds, options.repeats, settings.warmup_runs, settings.min_runs,
+                                 settings.min_seconds, options.interpolate),
+        host=HostInfo(platform.python_version(), platform.machine()),
+        wall_s=time.monotonic() - start, samples=samples)
 
 
-def format_error_stats(stats: dict) -> str:
-    """MAPE, share within ±5 / ±10 %, Spearman and bias of `error_stats`, as table cells."""
-    return (f"{stats['mape_pct']:7.2f} {100 * stats['within_5pct']:5.1f}% {100 * stats['within_10pct']:5.1f}% "
-            f"{stats['spearman']:8.4f} {stats['bias_pct']:+7.2f}")
-
-
-def format_report(report: dict) -> str:
-    """The table `lutbuild verify` prints: LUT vs MAC proxy, then noise and drift."""
-    rows = [("LUT (sum of layers)", report), ("MAC proxy (a*MACs+b)", report["mac_proxy"])]
-    lines = [f"verify {report['space']} on {report['device']['device_id']} "
-             f"({report['runtime']} {report['runtime_version']}, {report['runtime_options']}), "
-             f"{report['n']} networks; LUT plan {'+'.join(report['plan']['plans']) or '?'}: "
-             f"{report['plan']['measured']} measured, {report['plan']['interpolated']} interpolated keys",
-             f"{'predictor':<22} {'MAPE %':>7} {'±5 %':>6} {'±10 %':>6} {'Spearman':>8} {'bias %':>7} {'max %':>7}"]
-    for name, r in rows:
-        lines.append(f"{name:<22} {format_error_stats(r)} {r['max_abs_err_pct']:7.2f}")
-    noise = report["noise"]
-    drift = noise["reference_drift_pct"]
-    lines.append(f"noise: CoV between rounds median {noise['cov_between_rounds_pct_median']:.2f}% "
-                 f"(max {noise['cov_between_rounds_pct_max']:.2f}%), within a round {noise['cov_runs_pct_median']:.1f}%; "
-                 f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
-                 f"overhead {report['overhead_ms']['lut']:.4f} ms in LUT")
-    return "\n".join(lines)
+def _noise(between: list[float], samples: list[NetworkSample], reference_ms: list[float],
+           reference: ReferenceCalibration | None) -> Noise:
+    """CoV between rounds and within a round (%), and the reference's drift since the build (%)."""
+    first = reference.ms if reference else None
+    return Noise(
+        cov_between_rounds_pct_median=100 * statistics.median(between),
+        cov_between_rounds_pct_max=100 * max(between),
+        cov_runs_pct_median=statistics.median(s.cov_runs_pct for s in samples),
+        reference_drift_pct=calibrate.drift_pct(statistics.median(reference_ms), first)
+        if reference_ms and first else None)

@@ -19,6 +19,7 @@ import torch
 from search.errors import SearchError
 from search.spaces import SearchSpace, get_space
 from search.spaces.registry import UnknownSpace
+from search.supernet import build_supernet
 
 FORMAT = "netadaptv2.supernet/1"
 
@@ -64,10 +65,8 @@ def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map
     """(space, supernet, meta) from a checkpoint; SearchError if it is not one, or if `space`
     is given and the checkpoint was trained on another space or other overrides.
 
-    The super-network class comes from the space's task (`search.tasks`): `SuperNet` for
-    classification spaces, `DepthSuperNet` for depth spaces."""
-    from search.tasks import task_of
-
+    The super-network class comes from the space (`search.supernet.build_supernet`): `SuperNet`
+    for classification spaces, `DepthSuperNet` for depth spaces."""
     path = Path(path)
     if not path.is_file():
         raise SearchError(f"checkpoint {path} does not exist")
@@ -89,6 +88,6 @@ def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map
         ours = space_overrides(space) if space.name == payload["space"] else "-"
         raise SearchError(f"checkpoint {path} is for space {payload['space']} ({theirs}), not {space.name} "
                           f"({ours or 'no overrides'})")
-    supernet = task_of(loaded_space).build_supernet(loaded_space, dropout=payload.get("dropout", 0.0))
+    supernet = build_supernet(loaded_space, dropout=payload.get("dropout", 0.0))
     supernet.load_state_dict(payload["state_dict"])
     return loaded_space, supernet, payload["meta"]

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import click
 
+from search.finetune import FinetuneConfig, finetune as run, load_search
+from search.spaces import get_space
+from search.tasks import TASK_NAMES, task_of
+
 
 @click.command()
 @click.option("--search", "search_dir", type=click.Path(path_type=Path), required=True,
@@ -17,17 +21,13 @@ import click
 @click.option("--supernet", type=click.Path(path_type=Path), default=None,
               help="Super-network checkpoint [the one the search used].")
 @click.option("--data", default=None, help="Dataset [the one the search used].")
-@click.option("--task", type=click.Choice(["classification", "depth"]), default=None,
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
               help="Fail unless the searched space is of this task [the space's].")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap on steps per epoch (quick runs).")
 @click.option("--val-batches", type=int, default=None, help="Cap on validation batches (quick runs).")
 def finetune(search_dir, epochs, lr, batch_size, seed, supernet, data, task, steps_per_epoch, val_batches) -> None:
     """Fine-tune the searched network; writes finetuned.pt (state_dict) and finetune.json
     (top-1 for classification, RMSE / δ1 for depth)."""
-    from search.finetune import FinetuneConfig, finetune as run, load_search
-    from search.spaces import get_space
-    from search.tasks import task_of
-
     space_task = task_of(get_space(load_search(search_dir)["space"]), task)
     cfg = FinetuneConfig.for_task(space_task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                   steps_per_epoch=steps_per_epoch, val_batches=val_batches)

@@ -5,6 +5,11 @@ from pathlib import Path
 
 import click
 
+from search.mcd.measure import measure_exported
+from search.mcd.report import check_task, write_report
+from search.mcd.run_baselines import run_baselines
+from search.tasks import TASK_NAMES
+
 
 @click.command()
 @click.option("--search", "search_dir", type=click.Path(path_type=Path), required=True,
@@ -13,14 +18,12 @@ import click
                                               "uniform, random, netadapt-v1 (kept in baselines.json).")
 @click.option("--v1-steps", type=int, default=50, show_default=True,
               help="Fine-tune steps per NetAdapt V1 proposal (its scripts: 500 on ImageNet).")
-@click.option("--task", type=click.Choice(["classification", "depth"]), default=None,
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
               help="Fail unless the searched space is of this task [the space's].")
 @click.option("--measure-device", default=None, help="Measure the exported files on 'local' or an ADB serial.")
 def report(search_dir, baselines, v1_steps, task, measure_device) -> None:
     """Write report.md, trajectory.png and tradeoff.png into the search folder (held-out score and
     fine-tuned top-1 for classification; RMSE and δ1 for depth) vs latency or MACs."""
-    from search.mcd.report import check_task, measure_exported, run_baselines, write_report
-
     check_task(search_dir, task)
     names = [n.strip() for n in baselines.split(",") if n.strip()]
     if names:

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import click
 
+from search.errors import SearchError
+from search.mcd.schedule import ReductionSchedule
+from search.mcd.search import MCDConfig
+from search.mcd.session import METRICS, SearchRequest
+from search.mcd.session import search as run_search
+from search.tasks import TASK_NAMES
+
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
@@ -27,14 +34,14 @@ def parse_count(text: str) -> float:
 @click.option("--runtime-options", default=None, help="Options string of the slice [threads=1;delegate=xnnpack].")
 @click.option("--target-latency-ms", type=float, help="Latency constraint in ms.")
 @click.option("--target-macs", help="MAC constraint, e.g. 5M or 3e8.")
-@click.option("--metric", type=click.Choice(["lut", "macs", "measured"]), default="lut", show_default=True,
+@click.option("--metric", type=click.Choice(METRICS), default="lut", show_default=True,
               help="Where the latency comes from: LUT prediction, or measured for every candidate; "
                    "'macs' for a MAC-only search.")
 @click.option("--measure-device", default="local", show_default=True,
               help="Agent for --metric measured: 'local' or an ADB serial.")
 @click.option("--interpolate", is_flag=True, help="Estimate LUT keys missing from the slice instead of failing.")
 @click.option("--space", default=None, help="Fail unless the checkpoint is a super-network of this space.")
-@click.option("--task", type=click.Choice(["classification", "depth"]), default=None,
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
               help="Fail unless the checkpoint's space is of this task [the space's].")
 @click.option("--score", type=click.Choice(["top1", "rmse", "delta1"]), default=None,
               help="What candidates are scored by on the holdout split [classification: top1; depth: rmse "
@@ -63,11 +70,6 @@ def search(supernet, db, device, runtime, runtime_options, target_latency_ms, ta
            interpolate, space, task, score, out, resume, candidates, layers, initial_reduction, decay, min_reduction,
            max_iterations, seed, data, holdout_size, calib_batches, batch_size, stop_after) -> None:
     """Run Multi-layer Coordinate Descent to the targets; writes history.jsonl, state.json, final.json."""
-    from search.errors import SearchError
-    from search.mcd.schedule import ReductionSchedule
-    from search.mcd.search import MCDConfig
-    from search.mcd.session import SearchRequest, search as run_search
-
     try:
         schedule = ReductionSchedule(initial_reduction, decay, min_reduction)
     except ValueError as exc:
@@ -75,7 +77,7 @@ def search(supernet, db, device, runtime, runtime_options, target_latency_ms, ta
     request = SearchRequest(
         supernet=supernet, out=out, db=db, device=device, runtime=runtime, runtime_options=runtime_options,
         target_latency_ms=target_latency_ms, target_macs=parse_count(target_macs) if target_macs else None,
-        metric=metric, measure_device=measure_device, interpolate=interpolate, space=space, task=task, score=score, data=data,
-        holdout_size=holdout_size, calib_batches=calib_batches, batch_size=batch_size, resume=resume,
+        metric=metric, measure_device=measure_device, interpolate=interpolate, space=space, task=task, score=score,
+        data=data, holdout_size=holdout_size, calib_batches=calib_batches, batch_size=batch_size, resume=resume,
         mcd=MCDConfig(candidates, layers, schedule, seed, max_iterations, stop_after))
     run_search(request, log=lambda line: click.echo(line, err=False))

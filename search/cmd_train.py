@@ -41,8 +41,8 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
 
     The space's task decides what is trained: classification (cross-entropy, top-1) or depth
     (masked L1, RMSE/δ1 for `fastdepth`, `fastdepth-tiny`)."""
-    cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                      seed=seed, workers=workers, granularity=granularity, holdout=holdout,
+    cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, seed=seed, workers=workers, granularity=granularity, holdout=holdout,
                       steps_per_epoch=steps_per_epoch, progress=not no_progress)
     try:
         result = train_supernet(cfg, out_dir, resume=resume, device=device)

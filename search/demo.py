@@ -5,22 +5,43 @@ Steps (each resumes when the demo is re-run with the same `--out`):
 2. `nas-search train` the OD super-network on the built-in data set;
 3. `nas-search search`: MCD to `target_fraction` of the max network's LUT latency;
 4. the uniform width-multiplier baseline at the same LUT latency (same scorer);
-5. fine-tune the searched net and the baseline identically from super-network weights;
-6. export both to ONNX + TFLite, measure the TFLite files on this host;
-7. print one table and write `report.md` + PNGs.
+5. fine-tune the searched net and the baseline identically from super-network weights
+   (`search.finetune.finetune_network`), export both to ONNX + TFLite, measure the TFLite
+   files on this host;
+6. write `report.md` + PNGs, print one table (`demo_table.md`, `demo.json`).
 
 Defaults are sized for a 2-core CPU (about 15 minutes); `DemoConfig` says why each is what it is.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
+from torch import nn
+
+from device_agents.local import LocalAgent
+from lut_db import LatencyTable
+from profiler.build import BuildOptions, build_lut
+from profiler.export import export_module
+from profiler.predictor import LatencyPredictor
+from profiler.runtimes import benchmark_settings, slice_runtime
+from search.checkpoint import load_supernet
+from search.finetune import FinetuneConfig, finetune_network
+from search.mcd.report import write_report
+from search.mcd.run_baselines import run_baselines
+from search.mcd.search import MCDConfig
+from search.mcd.session import SearchRequest, search
+from search.spaces import SearchSpace, get_space
+from search.spaces.space import SubnetConfig
+from search.tasks import task_of
+from search.train import CHECKPOINT_NAME, TrainConfig, train
 
 MEASURE_ROUNDS = 3  # separate runner processes per exported network (drift between processes ~±3%)
 
@@ -44,20 +65,10 @@ class DemoConfig:
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
-    import os
+    """Run the six steps (module docstring) into `cfg.out`; returns the summary written to demo.json."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before LiteRT/absl load: no converter chatter
     os.environ.setdefault("GLOG_minloglevel", "3")
     torch.set_num_threads(cfg.threads)
-    from device_agents.local import LocalAgent
-    from lut_db import LatencyTable
-    from profiler.build import BuildOptions, build_lut, slice_runtime
-    from profiler.predictor import LatencyPredictor
-    from search.mcd.report import run_baselines, write_report
-    from search.mcd.search import MCDConfig
-    from search.mcd.session import SearchRequest, search
-    from search.spaces import get_space
-    from search.train import TrainConfig, train
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -65,117 +76,129 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     db = out / "lut.sqlite"
     agent = LocalAgent()
 
-    def step(name: str):
-        log(f"\n=== {name} ===")
-        return time.perf_counter()
-
-    t = step(f"1/6 LUT: {cfg.space} on this host ({cfg.runtime}, plan {cfg.plan}) -> {db}")
-    report = build_lut(space, agent, db, cfg.runtime, BuildOptions(plan=cfg.plan), log=log)
-    log(report.summary())
+    with _step(f"1/6 LUT: {cfg.space} on this host ({cfg.runtime}, plan {cfg.plan}) -> {db}", "lut_build_s",
+               timings, log):
+        log(build_lut(space, agent, db, cfg.runtime, BuildOptions(plan=cfg.plan), log=log).summary())
     device_id = agent.info().device_id
     options = slice_runtime(cfg.runtime).options
-    timings["lut_build_s"] = time.perf_counter() - t
 
-    t = step(f"2/6 OD super-network: {cfg.epochs} epochs on the built-in data set")
-    run_dir = out / "supernet"
-    supernet_path = run_dir / "supernet.pt"
-    train_cfg = TrainConfig(space=cfg.space, data="builtin", epochs=cfg.epochs, seed=cfg.seed,
-                            per_image_kernels=cfg.per_image_kernels)
-    train(train_cfg, run_dir, resume=supernet_path.is_file())
-    timings["train_s"] = time.perf_counter() - t
+    with _step(f"2/6 OD super-network: {cfg.epochs} epochs on the built-in data set", "train_s", timings, log):
+        supernet_path = _train_supernet(cfg, out / "supernet")
 
-    table = LatencyTable.load(db, device_id, cfg.runtime, options)
-    predictor = LatencyPredictor(space, table)
+    predictor = LatencyPredictor(space, LatencyTable.load(db, device_id, cfg.runtime, options))
     max_ms = predictor.predict(space.max_config())
     target = round(cfg.target_fraction * max_ms, 4)
-    t = step(f"3/6 MCD: {max_ms:.3f} ms -> {target:.3f} ms ({cfg.target_fraction:.0%}), J={cfg.candidates} "
-             f"L={cfg.layers}")
     search_dir = out / "search"
+    with _step(f"3/6 MCD: {max_ms:.3f} ms -> {target:.3f} ms ({cfg.target_fraction:.0%}), J={cfg.candidates} "
+               f"L={cfg.layers}", "search_s", timings, log):
+        searched = _search(cfg, supernet_path, search_dir, db, device_id, options, target, log)
+
+    with _step("4/6 uniform width-multiplier baseline at the same LUT latency", "baseline_s", timings, log):
+        baselines = run_baselines(search_dir, ["uniform"], log=log)
+    networks = {"searched (MCD)": searched,
+                "uniform baseline": SubnetConfig.from_dict(baselines["uniform"]["config"])}
+
+    with _step(f"5/6 fine-tune both for {cfg.finetune_epochs} epoch(s) from super-network weights",
+               "finetune_export_measure_s", timings, log):
+        rows = [_finetune_and_export(name, config, supernet_path, space, predictor, cfg, out, log)
+                for name, config in networks.items()]
+        _measure(agent, rows, cfg.runtime)
+
+    with _step("6/6 report", None, timings, log):
+        write_report(search_dir, log=log)
+    summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "device": device_id, "max_lut_ms": max_ms,
+               "target_ms": target, "rows": rows, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    _write_summary(out, summary, log)
+    return summary
+
+
+@contextmanager
+def _step(title: str, key: str | None, timings: dict[str, float], log: Callable[[str], None]) -> Iterator[None]:
+    """Log the step's title; its wall time (s) goes to `timings[key]` (None: not timed)."""
+    log(f"\n=== {title} ===")
+    t = time.perf_counter()
+    yield
+    if key is not None:
+        timings[key] = time.perf_counter() - t
+
+
+def _train_supernet(cfg: DemoConfig, run_dir: Path) -> Path:
+    """Step 2: `nas-search train` (resumed when a checkpoint exists); returns the checkpoint path."""
+    path = run_dir / CHECKPOINT_NAME
+    train_cfg = TrainConfig(space=cfg.space, data="builtin", epochs=cfg.epochs, seed=cfg.seed,
+                            per_image_kernels=cfg.per_image_kernels)
+    return train(train_cfg, run_dir, resume=path.is_file()).checkpoint
+
+
+def _search(cfg: DemoConfig, supernet_path: Path, search_dir: Path, db: Path, device_id: str, options: dict,
+            target_ms: float, log: Callable[[str], None]) -> SubnetConfig:
+    """Step 3: `nas-search search` to `target_ms` (resumed when its state exists); returns the searched config."""
     request = SearchRequest(supernet=supernet_path, out=search_dir, db=db, device=device_id, runtime=cfg.runtime,
-                            runtime_options=options, target_latency_ms=target, holdout_size=cfg.holdout_size,
+                            runtime_options=options, target_latency_ms=target_ms, holdout_size=cfg.holdout_size,
                             calib_batches=cfg.calib_batches,
                             mcd=MCDConfig(candidates=cfg.candidates, layers=cfg.layers, seed=cfg.seed),
                             resume=(search_dir / "state.json").is_file())
-    result = search(request, log=log)
-    timings["search_s"] = time.perf_counter() - t
+    return search(request, log=log).config
 
-    t = step("4/6 uniform width-multiplier baseline at the same LUT latency")
-    baselines = run_baselines(search_dir, ["uniform"], log=log)
-    timings["baseline_s"] = time.perf_counter() - t
 
-    from search.spaces.space import SubnetConfig
-    networks = {"searched (MCD)": result.config, "uniform baseline": SubnetConfig.from_dict(
-        baselines["uniform"]["config"])}
-    t = step(f"5/6 fine-tune both for {cfg.finetune_epochs} epoch(s) from super-network weights")
-    rows = []
-    for name, config in networks.items():
-        accuracy, model = _finetune(supernet_path, config, cfg, log)
-        files = _export(model, space, out / _slug(name))
-        rows.append({"network": name, "top1": accuracy, "lut_ms": predictor.predict(config),
-                     "macs_m": space.macs(config) / 1e6, "depth": space.depth(config),
-                     "files": {k: str(v) for k, v in files.items()}, "config": config.to_dict()})
-    # Both files in one batch (interleaved passes), in `MEASURE_ROUNDS` fresh processes: the
-    # median of the round medians, as `lutbuild verify` measures whole networks.
-    rounds = [agent.benchmark([Path(r["files"][cfg.runtime]) for r in rows], _settings(cfg.runtime)).timings
+def _finetune_and_export(name: str, config: SubnetConfig, supernet_path: Path, space: SearchSpace,
+                         predictor: LatencyPredictor, cfg: DemoConfig, out: Path,
+                         log: Callable[[str], None]) -> dict:
+    """Step 5 for one network: fine-tune, export ONNX + TFLite; its row of the table (not yet measured)."""
+    accuracy, model = _finetune(supernet_path, config, cfg, log)
+    files = _export(model, space, out / _slug(name))
+    return {"network": name, "top1": accuracy, "lut_ms": predictor.predict(config),
+            "macs_m": space.macs(config) / 1e6, "depth": space.depth(config),
+            "files": {k: str(v) for k, v in files.items()}, "config": config.to_dict()}
+
+
+def _measure(agent: LocalAgent, rows: list[dict], runtime: str) -> None:
+    """Measure every row's `runtime` file on this host; adds measured_ms, measured_cov and error_pct.
+
+    Both files in one batch (interleaved passes), in `MEASURE_ROUNDS` fresh processes: the
+    median of the round medians, as `lutbuild verify` measures whole networks."""
+    rounds = [agent.benchmark([Path(r["files"][runtime]) for r in rows], benchmark_settings(runtime)).timings
               for _ in range(MEASURE_ROUNDS)]
     for i, row in enumerate(rows):
         medians = [timings[i].median_ms for timings in rounds]
         measured = statistics.median(medians)
         row.update(measured_ms=measured, measured_cov=statistics.pstdev(medians) / statistics.mean(medians),
                    error_pct=100 * (row["lut_ms"] - measured) / measured)
-    timings["finetune_export_measure_s"] = time.perf_counter() - t
 
-    t = step("6/6 report")
-    write_report(search_dir, log=log)
-    summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "device": device_id, "max_lut_ms": max_ms,
-               "target_ms": target, "rows": rows, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+
+def _write_summary(out: Path, summary: dict, log: Callable[[str], None]) -> None:
+    """demo.json and demo_table.md; the table and where everything is go to `log`."""
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     table_text = format_table(summary)
     (out / "demo_table.md").write_text(table_text + "\n", encoding="utf-8")
     log("\n" + table_text)
     log(f"\nEverything is in {out.resolve()}: demo_table.md, demo.json, lut.sqlite, supernet/, "
         f"search/report.md (+ trajectory.png, tradeoff.png), *.onnx / *.tflite")
-    return summary
 
 
 def _slug(name: str) -> str:
     return name.split(" ")[0]
 
 
-def _settings(runtime: str):
-    from profiler.build import benchmark_settings
-    return benchmark_settings(runtime)
-
-
-def _finetune(supernet_path: Path, config, cfg: DemoConfig, log) -> tuple[float, torch.nn.Module]:
-    """Fine-tune one sub-network from super-network weights; returns (val top-1, model)."""
-    from search.checkpoint import load_supernet
-    from search.data import get_dataset, make_loader
-    from search.evaluate import evaluate, recalibrate_bn
-    from search.finetune import FinetuneConfig, train_steps
-
+def _finetune(supernet_path: Path, config: SubnetConfig, cfg: DemoConfig,
+              log: Callable[[str], None]) -> tuple[float, nn.Module]:
+    """Fine-tune one sub-network from super-network weights (`finetune_network`); returns (val top-1, model)."""
     space, supernet, meta = load_supernet(supernet_path)
-    ft = FinetuneConfig(epochs=cfg.finetune_epochs, seed=cfg.seed)
+    task = task_of(space)
+    ft = FinetuneConfig.for_task(task, epochs=cfg.finetune_epochs, seed=cfg.seed)
     holdout = (meta.get("train_config") or {}).get("holdout")
-    size = space.spec.input_hw[0]
-    train_set = get_dataset("builtin", "train", size, holdout=holdout)
-    loader = make_loader(train_set, ft.batch_size, shuffle=True, seed=ft.seed, drop_last=True)
-    val_loader = make_loader(get_dataset("builtin", "val", size), 256)
+    train_set = task.dataset("builtin", "train", space.spec.input_hw, holdout=holdout)
+    val_set = task.dataset("builtin", "val", space.spec.input_hw)
     with torch.no_grad():
         model = supernet.subnet(config)
-    torch.manual_seed(ft.seed)
-    recalibrate_bn(model, make_loader(train_set, ft.batch_size, shuffle=True, seed=12_345), ft.bn_batches)
-    before = evaluate(model, val_loader)
-    steps = len(loader) * ft.epochs
-    train_steps(model, loader, steps, ft.lr, ft.seed, ft.momentum, ft.weight_decay, ft.label_smoothing)
-    after = evaluate(model, val_loader)
-    log(f"  {space.depth(config):.2f} blocks, {space.macs(config) / 1e6:.2f} MMACs: val top-1 {before:.4f} -> "
-        f"{after:.4f}")
-    return after, model.eval()
+    result = finetune_network(model, task, train_set, val_set, ft, log=lambda line: None)
+    log(f"  {space.depth(config):.2f} blocks, {space.macs(config) / 1e6:.2f} MMACs: val top-1 "
+        f"{result.before['acc']:.4f} -> {result.after['acc']:.4f}")
+    return result.after["acc"], model.eval()
 
 
-def _export(model, space, stem: Path) -> dict[str, Path]:
-    from profiler.export import export_module
+def _export(model: nn.Module, space: SearchSpace, stem: Path) -> dict[str, Path]:
+    """ONNX and TFLite files of `model` at `stem`.onnx / .tflite (the LUT's I/O convention)."""
     h, w = space.spec.input_hw
     x = torch.randn(1, space.spec.in_channels, h, w)
     files = {}

@@ -1,8 +1,12 @@
-"""torch.distributed helpers for torchrun launches (gloo on CPU, nccl on GPU).
+"""torch.distributed helpers for torchrun launches (gloo on CPU, nccl on GPU), the only
+module of ours that talks to `torch.distributed`.
 
 A process started by torchrun has RANK / WORLD_SIZE / LOCAL_RANK in its environment;
 `init_from_env` joins the process group then. Without them it is a single process
-(rank 0 of 1) and nothing is initialised, so every caller can use the same code path.
+(rank 0 of 1) and nothing is initialised, so every caller can use the same code path:
+super-network training (`search.train`: `all_reduce_sum`, `barrier`) and MCD (rank 0
+generates candidates and `broadcast`s them, every rank scores its share and
+`all_gather_objects` collects the scores, rank 0 writes the files).
 """
 from __future__ import annotations
 
@@ -63,6 +67,15 @@ def world_size() -> int:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def broadcast(obj, src: int = 0):
+    """`obj` (picklable) of rank `src` on every rank; `obj` itself when not distributed."""
+    if world_size() == 1:
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def all_gather_objects(obj) -> list:

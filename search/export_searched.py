@@ -10,25 +10,29 @@ TFLite, transposed back before the comparison).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from profiler.export import export_module
 from search.errors import SearchError
+from search.finetune import FINETUNED, load_finetuned, load_search, searched_model
+from search.spaces import get_space
+from search.tasks import task_of
 
 EXPORT_LOG = "export.json"
 
 
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    import onnxruntime as ort  # why: heavy optional runtime, loaded only to check an exported file
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def run_tflite(path: Path, x_nchw: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # why: heavy optional runtime (LiteRT), as above
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
@@ -43,10 +47,6 @@ def export_searched(search_dir: str | Path, onnx: str | Path | None = None, tfli
     """Write the requested files; returns {runtime: {"path", "max_abs_diff"}} (also in export.json).
 
     `task`, when given, must be the searched space's task (SearchError otherwise)."""
-    from profiler.export import export_module
-    from search.finetune import FINETUNED, load_finetuned, load_search, searched_model
-    from search.spaces import get_space
-    from search.tasks import task_of
     if onnx is None and tflite is None:
         raise SearchError("nothing to export: pass --onnx and/or --tflite")
     out = Path(search_dir)

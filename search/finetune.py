@@ -2,25 +2,32 @@
 
 NetAdaptV2 ends with a long-term fine-tune of the chosen network alone: the super-network
 weights are a strong start (trained as part of every sub-network), so a few epochs of
-ordinary training adapt them to this one architecture. `train_steps` is the classification
-loop, shared with the NetAdapt V1 baseline, which fine-tunes every candidate for a few hundred
-steps. The space's task (`search/tasks.py`) picks data, loop and metrics: top-1 for
-classification, RMSE / δ1 (masked-L1 training, `search.depth.train.finetune`) for depth.
+ordinary training adapt them to this one architecture. `finetune_network` is that recipe
+for any network (BN recalibration, val metrics before, the task's training loop with val
+metrics after each epoch), used by `finetune` (the searched network of a search folder,
+`nas-search finetune`) and the demo (searched network and baseline alike). The space's
+task (`search/tasks.py`) picks data, loop and metrics: SGD + top-1 for classification
+(`search/classification/train.py`), AdamW masked L1 + RMSE / δ1 for depth
+(`search/depth/train.py`); both loops run on `search.optim.fit`.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
+from search.checkpoint import load_supernet
+from search.data import make_loader
 from search.errors import SearchError
+from search.evaluate import recalibrate_bn
+from search.spaces.space import SubnetConfig
+from search.tasks import Task, task_of
 
 FINETUNED, FINETUNE_LOG = "finetuned.pt", "finetune.json"
 
@@ -42,47 +49,49 @@ class FinetuneConfig:
     val_batches: int | None = None  # cap on validation batches; None: whole val split
 
     @classmethod
-    def for_task(cls, task, **given) -> "FinetuneConfig":
+    def for_task(cls, task, **given) -> FinetuneConfig:
         """The task's defaults (`task.finetune_defaults`), then the `given` fields that are not None."""
         return cls(**{**task.finetune_defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
-def train_steps(model: nn.Module, loader, steps: int, lr: float, seed: int = 0, momentum: float = 0.9,
-                weight_decay: float = 4e-5, label_smoothing: float = 0.1, epoch_offset: int = 0,
-                total_steps: int | None = None, step_offset: int = 0,
-                log: Callable[[int, float], None] | None = None) -> float:
-    """SGD (Nesterov) with cosine decay over `total_steps` for `steps` steps; returns the mean loss.
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Validation metrics of one fine-tune (the task's: top-1 ``acc``; depth ``rmse`` in m, ``delta1``...)."""
 
-    Augmentation (pad-crop, flip) is seeded by (seed, epoch), so the run is reproducible.
+    before: dict[str, float]  # super-network weights, BN recalibrated
+    after: dict[str, float]  # after the last epoch (= `before` for 0 epochs)
+    history: list[dict] = field(default_factory=list)  # per epoch {"epoch", "loss", "val_<headline metric>"}
+    seconds: float = 0.0  # wall time, BN recalibration and evaluations included
+
+
+def finetune_network(model: nn.Module, task: Task, train_set: Dataset, val_set: Dataset, cfg: FinetuneConfig,
+                     label: str = "network", log: Callable[[str], None] = print) -> FinetuneResult:
+    """Fine-tune `model` (in place) from its super-network weights with the task's loop.
+
+    BN statistics are recalibrated first (seeded: `cfg.seed`), so "before" is the network
+    as MCD scored it; the validation metrics are logged before, after each epoch and
+    returned. `label` names the network in the first log line.
     """
-    from search.data import augment_batch
-    total_steps = total_steps or steps
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
-    model.train()
-    done, loss_sum, epoch = 0, 0.0, epoch_offset
-    while done < steps:
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        for x, y in loader:
-            if done >= steps:
-                break
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step_offset + done) / total_steps))
-            loss = F.cross_entropy(model(augment_batch(x, g)), y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item()
-            done += 1
-            if log is not None:
-                log(done, float(loss))
-        epoch += 1
-    model.eval()
-    return loss_sum / max(done, 1)
+    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
+    val_loader = make_loader(val_set, 256)
+    bn_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=12_345)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    recalibrate_bn(model, bn_loader, cfg.bn_batches)
+    before = task.evaluate(model, val_loader, cfg.val_batches)
+    log(f"{label}: {task.describe(before)} with super-network weights (BN recalibrated)")
+    per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
+    history, last = [], [before]
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        metrics = task.evaluate(model, val_loader, cfg.val_batches)
+        history.append({"epoch": epoch + 1, "loss": round(loss, 5), **{f"val_{k}": metrics[k] for k in task.headline}})
+        last[0] = metrics
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} {task.describe(metrics)} "
+            f"({time.perf_counter() - t0:.0f}s)")
+
+    task.train_epochs(model, loader, per_epoch, cfg, after_epoch)
+    return FinetuneResult(before, last[0], history, time.perf_counter() - t0)
 
 
 def load_search(search_dir: str | Path) -> dict:
@@ -95,9 +104,7 @@ def load_search(search_dir: str | Path) -> dict:
 
 
 def searched_model(search_dir: str | Path, supernet_path: str | Path | None = None):
-    """(space, config, model with super-network weights, checkpoint meta) of the searched network."""
-    from search.checkpoint import load_supernet
-    from search.spaces.space import SubnetConfig
+    """(space, config, model with super-network weights, checkpoint meta, final.json) of the searched network."""
     final = load_search(search_dir)
     path = supernet_path or (final.get("meta") or {}).get("supernet")
     if not path:
@@ -121,9 +128,6 @@ def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet
     ``{"epoch", "loss", "val_<m>"}``. `task`, when given, must be the searched space's task.
     `cfg` None: `FinetuneConfig.for_task` of the searched space's task.
     """
-    from search.data import make_loader
-    from search.evaluate import recalibrate_bn
-    from search.tasks import task_of
     out = Path(search_dir)
     space, config, model, meta, final = searched_model(out, supernet_path)
     task_ = task_of(space, task)
@@ -135,30 +139,12 @@ def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet
     image_hw = space.spec.input_hw
     train_set = task_.dataset(data, "train", image_hw, holdout=train_cfg.get("holdout"))
     val_set = task_.dataset(data, "val", image_hw)
-    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
-    val_loader = make_loader(val_set, 256)
-    bn_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=12_345)
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    recalibrate_bn(model, bn_loader, cfg.bn_batches)
-    before = task_.evaluate(model, val_loader, cfg.val_batches)
-    log(f"{space.name} searched network: {task_.describe(before)} with super-network weights (BN recalibrated)")
-    per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
-    history, last = [], [before]
-
-    def after_epoch(epoch: int, loss: float) -> None:
-        metrics = task_.evaluate(model, val_loader, cfg.val_batches)
-        history.append({"epoch": epoch + 1, "loss": round(loss, 5), **{f"val_{k}": metrics[k] for k in task_.headline}})
-        last[0] = metrics
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} {task_.describe(metrics)} "
-            f"({time.perf_counter() - t0:.0f}s)")
-
-    task_.train_epochs(model, loader, per_epoch, cfg, after_epoch)
-    after = last[0]
+    result = finetune_network(model, task_, train_set, val_set, cfg, f"{space.name} searched network", log)
+    before, after = result.before, result.after
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / FINETUNED)
-    record = {"config": asdict(cfg), "data": data,
-              **{f"val_{k}_before": before[k] for k in task_.headline}, **{f"val_{k}": after[k] for k in task_.headline},
-              "epochs": history, "time_s": round(time.perf_counter() - t0, 2), "weights": FINETUNED}
+    record = {"config": asdict(cfg), "data": data, **{f"val_{k}_before": before[k] for k in task_.headline},
+              **{f"val_{k}": after[k] for k in task_.headline},
+              "epochs": result.history, "time_s": round(result.seconds, 2), "weights": FINETUNED}
     (out / FINETUNE_LOG).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     log("val " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in task_.headline)
         + f"; weights in {out / FINETUNED}")
@@ -167,12 +153,11 @@ def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet
 
 def load_finetuned(search_dir: str | Path, supernet_path=None):
     """(space, config, model) of the searched network with its fine-tuned weights (weights_only)."""
-    from search.spaces.subnet import build_subnet
     out = Path(search_dir)
     space, config, model, _, _ = searched_model(out, supernet_path)
     path = out / FINETUNED
     if not path.is_file():
         raise SearchError(f"{search_dir}: no {FINETUNED}; run `nas-search finetune --search {search_dir}` first")
-    model = build_subnet(space, config)
+    model = space.build_subnet(config)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return space, config, model.eval()

@@ -9,7 +9,11 @@
         validate max + min sub-networks (sliced, BN recalibrated) ; checkpoint ; log
 
 The task comes from the space (`search/tasks.py`): classification (cross-entropy, pad-crop
-and flip per batch, top-1) or depth (masked L1, augmentation inside the data set, RMSE/δ1).
+and flip per batch, top-1) or depth (masked L1, augmentation inside the data set, RMSE/δ1);
+the super-network from `search.supernet.build_supernet`; the loop itself, the optimizer
+and the warm-up + cosine schedule from `search/optim.py`. `train` reads as its jobs:
+`_resolve` (settings, resume), `_set_up` (data, network, optimizer), `_fit_epochs` (the
+loop above), `validate_extremes` and `_save_epoch` (checkpoint + log line) after each epoch.
 
 Reproducibility: every random draw of epoch e comes from generators seeded with
 (seed, e, rank), and the checkpoint written after each epoch holds model, optimizer and
@@ -21,22 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from search import distributed
 from search.checkpoint import load_supernet, save_supernet
 from search.data import make_loader
 from search.errors import SearchError
-from search.evaluate import RECALIBRATION_BATCHES, evaluate, recalibrate_bn
-from search.spaces import get_space
-from search.supernet import ODPolicy, SuperNet
-from search.tasks import task_of
+from search.evaluate import RECALIBRATION_BATCHES, recalibrate_bn
+from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
+from search.spaces import SearchSpace, get_space
+from search.supernet import ODPolicy, build_supernet
+from search.tasks import Task, task_of
 
 CHECKPOINT_NAME = "supernet.pt"
 LOG_NAME = "train_log.jsonl"
@@ -83,8 +88,7 @@ class TrainConfig:
             return self.weight_decay
         return 4e-5 if self.optimizer == "sgd" else 0.05
 
-
-    def resolved(self, task) -> "TrainConfig":
+    def resolved(self, task) -> TrainConfig:
         """This config with the fields left None filled from `task.train_defaults` (and `task` set)."""
         fills = {k: v for k, v in task.train_defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, task=task.name, **fills)
@@ -98,56 +102,11 @@ class TrainResult:
     task: str = "classification"
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig, world_size: int) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.resolved_weight_decay()},
-              {"params": no_decay, "weight_decay": 0.0}]
-    lr = cfg.resolved_lr(world_size)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise SearchError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd' or 'adamw'")
-
-
-def _schedule(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warmup to the base LR, then cosine decay to 0 (per step)."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
-def validate_extremes(supernet: SuperNet, bn_loader, val_loader, bn_batches: int,
-                      val_batches: int | None = None) -> dict[str, float]:
-    """Val accuracy of the max and min sub-networks (sliced, BN recalibrated)."""
-    out = {}
-    for name, config in (("max", supernet.max_config()), ("min", supernet.min_config())):
-        sub = supernet.subnet(config)
-        recalibrate_bn(sub, bn_loader, bn_batches)
-        out[f"val_acc_{name}"] = evaluate(sub, val_loader, max_batches=val_batches)
-    return out
-
-
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: str | None = None,
           stop_after: int | None = None) -> TrainResult:
     """Train the OD super-network of `cfg.space` on `cfg.data`; write `out_dir/supernet.pt` + a JSONL log.
 
-    The space's task (`search/tasks.py`) supplies data, super-network, loss and validation;
+    The space's task (`search/tasks.py`) supplies data, loss and validation metrics;
     `cfg.task`, when set, must agree with it (SearchError otherwise).
 
     `resume` continues from `out_dir/supernet.pt` with its saved settings (`cfg.epochs` may
@@ -155,21 +114,71 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
     returns after that many epochs of this call, as if interrupted (tests, time-sliced jobs).
     """
     out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
     info = distributed.init_from_env(device)
-    dev = info.device
-    start_epoch, resume_meta, state = 0, None, None
+    cfg, resumed = _resolve(cfg, out / CHECKPOINT_NAME, resume)
+    start_epoch = 0 if resumed is None else resumed.epoch + 1
+    run = _set_up(cfg, info, resumed)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_log(out / LOG_NAME, start_epoch)
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    record = _fit_epochs(run, range(start_epoch, end_epoch), out)
+    if resumed is not None and not record:
+        record = resumed.meta.get("metrics", {})
+    return TrainResult(out / CHECKPOINT_NAME, cfg.epochs, record, run.task.name)
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """The checkpoint a resumed run continues from."""
+
+    epoch: int  # the last finished epoch
+    state_dict: dict  # super-network weights
+    meta: dict  # optimizer and scheduler state, last metrics (`_save_epoch`)
+
+
+def _resolve(cfg: TrainConfig, ckpt_path: Path, resume: bool) -> tuple[TrainConfig, _Resumed | None]:
+    """(settings of the run, its checkpoint when resuming); checks `--task` and `--resume`.
+
+    A resumed run takes the saved settings: only how far (`epochs`) and how it is shown
+    (`workers`, `progress`) may change."""
     requested = get_space(cfg.space, granularity=cfg.granularity)
     task_of(requested, cfg.task)  # --task must agree with --space
-    if resume:
-        if not ckpt_path.is_file():
-            raise SearchError(f"--resume: no checkpoint {ckpt_path} to resume from")
-        _, loaded, resume_meta = load_supernet(ckpt_path, space=requested)
-        saved = TrainConfig(**resume_meta["train_config"])
-        # the saved run defines the result; only how far and how it is displayed may change
-        cfg = dataclasses.replace(saved, epochs=cfg.epochs, workers=cfg.workers, progress=cfg.progress)
-        start_epoch = int(resume_meta["epoch"]) + 1
-        state = loaded.state_dict()
+    if not resume:
+        return cfg, None
+    if not ckpt_path.is_file():
+        raise SearchError(f"--resume: no checkpoint {ckpt_path} to resume from")
+    _, loaded, meta = load_supernet(ckpt_path, space=requested)
+    saved = TrainConfig(**meta["train_config"])
+    cfg = dataclasses.replace(saved, epochs=cfg.epochs, workers=cfg.workers, progress=cfg.progress)
+    return cfg, _Resumed(int(meta["epoch"]), loaded.state_dict(), meta)
+
+
+@dataclass
+class _Run:
+    """What one training run holds between its jobs (`_set_up` builds it)."""
+
+    cfg: TrainConfig  # resolved: every None filled from the task
+    info: distributed.DistInfo
+    space: SearchSpace
+    task: Task
+    train_set: Dataset
+    supernet: nn.Module
+    model: nn.Module  # `supernet`, or its DDP wrapper
+    loader: DataLoader
+    steps: int  # per epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    memory_format: torch.memory_format
+    bn_loader: DataLoader  # fixed order: deterministic BN statistics for validation
+    val_loader: DataLoader
+
+
+def _set_up(cfg: TrainConfig, info: distributed.DistInfo, resumed: _Resumed | None) -> _Run:
+    """Data, super-network (seeded init, or the resumed weights), loaders, optimizer and schedule."""
+    dev = info.device
     space = get_space(cfg.space, granularity=cfg.granularity)
     task = task_of(space)
     cfg = cfg.resolved(task)
@@ -182,9 +191,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
     task.check_data(train_set, space, cfg.data)
 
     torch.manual_seed(cfg.seed)
-    supernet = task.build_supernet(space, ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels))
-    if state is not None:
-        supernet.load_state_dict(state)
+    supernet = build_supernet(space, ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels))
+    if resumed is not None:
+        supernet.load_state_dict(resumed.state_dict)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     supernet.to(dev, memory_format=fmt)
     model: nn.Module = supernet
@@ -197,85 +206,112 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
     if steps == 0:
         raise SearchError(f"data {cfg.data}: {len(train_set)} training images is less than one batch of "
                           f"{cfg.batch_size} per process")
-    optimizer = _optimizer(supernet, cfg, info.world_size)
-    scheduler = _schedule(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
-    if resume_meta is not None:
-        optimizer.load_state_dict(resume_meta["optimizer"])
-        scheduler.load_state_dict(resume_meta["scheduler"])
+    try:
+        optimizer = make_optimizer(supernet, cfg.optimizer, cfg.resolved_lr(info.world_size),
+                                   cfg.resolved_weight_decay(), cfg.momentum, cfg.nesterov)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+    scheduler = warmup_cosine_schedule(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
+    if resumed is not None:
+        optimizer.load_state_dict(resumed.meta["optimizer"])
+        scheduler.load_state_dict(resumed.meta["scheduler"])
     use_amp = cfg.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    bn_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=12_345)
+    return _Run(cfg, info, space, task, train_set, supernet, model, loader, steps, optimizer, scheduler, scaler,
+                use_amp, fmt, bn_loader, make_loader(val_set, 256))
 
-    bn_loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=12_345)  # fixed: deterministic BN stats
-    val_loader = make_loader(val_set, 256)
-    log_path = out / LOG_NAME
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(log_path, start_epoch)
 
+def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
+    """The OD training loop over `epochs` (through `search.optim.fit`); after each epoch, on rank 0,
+    validation of the extremes, checkpoint and log line. Returns the last epoch's record ({} if none)."""
+    cfg, info, task, supernet, dev = run.cfg, run.info, run.task, run.supernet, run.info.device
+    tally = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
     record: dict = {}
-    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        loader.sampler.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
-            train_set.set_epoch(epoch)
+
+    def batches(epoch: int) -> Iterator:
+        """The epoch's shard in its seeded order; per batch the task's augmentation, then the OD draw."""
+        run.loader.sampler.set_epoch(epoch)
+        if hasattr(run.train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
+            run.train_set.set_epoch(epoch)
         g = _epoch_generator(cfg.seed, epoch, info.rank)
-        model.train()
-        loss_sum = correct = seen = 0.0
-        t0 = time.perf_counter()
-        bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and info.is_main)
-        for step, (x, y) in enumerate(loader):
-            if step >= steps:
-                break
-            x = task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=fmt)
-            y = y.to(dev, non_blocking=True)
-            od = supernet.sample_od(len(x), g)
-            with _autocast(dev, use_amp):
-                output = model(x, od)
-                loss = task.loss(output, y, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
-            if task.train_metric_name:
-                correct += task.train_metric(output, y)
-            seen += len(y)
-            if bar is not None:
-                rate = seen * info.world_size / (time.perf_counter() - t0)
-                shown = {"acc": f"{correct / seen:.3f}"} if task.train_metric_name else {}
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", **shown, img_s=f"{rate:.0f}")
-                bar.update()
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - t0
-        loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], dev)
+        for x, y in run.loader:
+            x = task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=run.memory_format)
+            yield (x, supernet.sample_od(len(x), g)), y.to(dev, non_blocking=True)
+
+    def on_step(step: Step) -> dict | None:
+        if step.index == 0:
+            tally.update(loss_sum=0.0, correct=0.0, seen=0.0)
+        tally["loss_sum"] += float(step.loss.detach()) * len(step.target)
+        if task.train_metric_name:
+            tally["correct"] += task.train_metric(step.output, step.target)
+        tally["seen"] += len(step.target)
+        if not show_progress:
+            return None
+        shown = {"acc": f"{tally['correct'] / tally['seen']:.3f}"} if task.train_metric_name else {}
+        rate = tally["seen"] * info.world_size / step.seconds
+        return {"loss": f"{tally['loss_sum'] / tally['seen']:.3f}", **shown, "img_s": f"{rate:.0f}"}
+
+    def on_epoch(epoch: int, steps: int, seconds: float) -> None:
+        nonlocal record
+        loss_sum, correct, seen = distributed.all_reduce_sum([tally["loss_sum"], tally["correct"], tally["seen"]],
+                                                             dev)
         record = {"epoch": epoch, "train_loss": loss_sum / seen}
         if task.train_metric_name:
             record[task.train_metric_name] = correct / seen
-        record.update(lr=optimizer.param_groups[0]["lr"], images_per_s=seen / seconds, seconds=seconds)
+        record.update(lr=run.optimizer.param_groups[0]["lr"], images_per_s=seen / seconds, seconds=seconds)
         if info.is_main:
-            record.update(task.validate_extremes(supernet, bn_loader, val_loader, cfg.bn_batches, cfg.val_batches))
-            record.update(depth_max=space.depth(space.max_config()), depth_min=space.depth(space.min_config()))
-            meta = {"train_config": dataclasses.asdict(cfg), "epoch": epoch, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
-                    "metrics": record, "data": train_set.info.spec, "world_size": info.world_size}
-            save_supernet(ckpt_path, supernet, meta)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            record.update(validate_extremes(task, supernet, run.bn_loader, run.val_loader, cfg.bn_batches,
+                                            cfg.val_batches))
+            record.update(depth_max=run.space.depth(run.space.max_config()),
+                          depth_min=run.space.depth(run.space.min_config()))
+            _save_epoch(run, epoch, record, out)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: {task.epoch_summary(record)}", flush=True)
         distributed.barrier()
-    if resume_meta is not None and not record:
-        record = resume_meta.get("metrics", {})
-    return TrainResult(ckpt_path, cfg.epochs, record, task.name)
+
+    show_progress = cfg.progress and info.is_main
+    fit(run.model, lambda output, y: task.loss(output, y, cfg.label_smoothing), run.optimizer, batches, epochs,
+        forward=lambda inputs: run.model(*inputs), scheduler=run.scheduler, steps_per_epoch=run.steps,
+        scaler=run.scaler, autocast=lambda: _autocast(dev, run.use_amp), on_step=on_step, on_epoch=on_epoch,
+        progress=(lambda epoch: f"epoch {epoch + 1}/{cfg.epochs}") if show_progress else None)
+    return record
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+def validate_extremes(task: Task, supernet: nn.Module, bn_loader: DataLoader, val_loader: DataLoader,
+                      bn_batches: int, val_batches: int | None = None) -> dict[str, float]:
+    """``val_<m>_max`` / ``val_<m>_min`` for the task's headline metrics (top-1; depth RMSE in m and δ1)
+    of the max and min sub-networks, each sliced and BN recalibrated on `bn_batches` batches."""
+    out = {}
+    device = next(supernet.parameters()).device
+    space = supernet.space
+    for name, config in (("max", space.max_config()), ("min", space.min_config())):
+        sub = supernet.subnet(config).to(device)
+        recalibrate_bn(sub, bn_loader, bn_batches)
+        metrics = task.evaluate(sub, val_loader, val_batches)
+        out.update({f"val_{k}_{name}": metrics[k] for k in task.headline})
+    return out
+
+
+def _save_epoch(run: _Run, epoch: int, record: dict, out: Path) -> None:
+    """Checkpoint (weights + what resuming needs) and the epoch's log line; rank 0 only."""
+    meta = {"train_config": dataclasses.asdict(run.cfg), "epoch": epoch, "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            "metrics": record, "data": run.train_set.info.spec, "world_size": run.info.world_size}
+    save_supernet(out / CHECKPOINT_NAME, run.supernet, meta)
+    with open(out / LOG_NAME, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
 
 
 def _truncate_log(path: Path, start_epoch: int) -> None:

@@ -52,7 +52,8 @@ def test_pulled_names_inside_the_workdir(tmp_path):
 
 @pytest.mark.parametrize("text,kb", [
     ("Filesystem     1K-blocks    Used Available Use% Mounted on\n/dev/block/dm-5 5000 1000 4000 20% /data\n", 4000),
-    ("Filesystem 1K-blocks Used Available Use% Mounted on\n/dev/block/very/long/name\n 5000 1000 3000 20% /data\n", 3000),
+    ("Filesystem 1K-blocks Used Available Use% Mounted on\n/dev/block/very/long/name\n"
+     " 5000 1000 3000 20% /data\n", 3000),
     ("Filesystem Size Used Free Blksize\n/data 1.5G 1.0G 500.0M 4096\n", 512000),
     ("df: /nope: No such file\n", None),
 ])

@@ -54,7 +54,7 @@ def max_macs():
 
 def test_train_writes_a_depth_checkpoint_and_log(trained):
     from search.checkpoint import load_supernet
-    from search.depth.supernet import DepthSuperNet
+    from search.supernet import DepthSuperNet
     space, supernet, meta = load_supernet(trained["supernet"])
     assert space.name == SPACE and isinstance(supernet, DepthSuperNet)
     assert meta["train_config"]["task"] == "depth" and meta["train_config"]["optimizer"] == "adamw"

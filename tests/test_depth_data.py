@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from search.depth import scenes
-from search.depth.data import NYUDepthH5, get_depth_dataset, split_of, val_transform
+from search.depth.data import NYUDepthH5, get_depth_dataset, split_of
 from search.errors import SearchError
 
 

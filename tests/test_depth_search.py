@@ -4,13 +4,14 @@ import json
 import torch
 
 from search.data.loader import make_loader
-from search.depth.supernet import DepthSuperNet
-from search.depth.task import DepthTask, get_task
+from search.depth.task import DepthTask
 from search.depth.train import DepthTrainConfig, finetune, train_supernet
 from search.mcd.metrics import Constraint, MacsMetric
+from search.mcd.scoring import SupernetScorer
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
-from search.spaces.subnet import build_subnet
+from search.supernet import DepthSuperNet
+from search.tasks import get_task
 
 torch.set_num_threads(1)
 
@@ -26,7 +27,8 @@ def test_tiny_depth_search_end_to_end(tmp_path):
     losses = train_supernet(supernet, loader, DepthTrainConfig(steps=24, warmup_steps=4, log_every=1000))
     assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6  # it learns
 
-    scorer = task.scorer(supernet, make_loader(holdout, 8), make_loader(train, 8, seed=1), calib_batches=2)
+    scorer = SupernetScorer.for_task(task, supernet, make_loader(holdout, 8), make_loader(train, 8, seed=1),
+                                      calib_batches=2)
     start_score = scorer(space.max_config())
     assert start_score < 0  # -RMSE in metres
     limit = 0.7 * space.macs(space.max_config())
@@ -41,7 +43,7 @@ def test_tiny_depth_search_end_to_end(tmp_path):
     finetune(model, loader, DepthTrainConfig(steps=3, warmup_steps=1, log_every=1000))
     metrics = task.evaluate(model, make_loader(holdout, 8))
     assert set(metrics) >= {"rmse", "rel", "delta1", "delta2", "delta3"} and metrics["images"] == 8
-    assert isinstance(build_subnet(space, result.config), torch.nn.Module)
+    assert isinstance(space.build_subnet(result.config), torch.nn.Module)
 
 
 def test_score_is_higher_is_better():

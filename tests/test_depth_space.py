@@ -7,7 +7,6 @@ import torch
 from search.spaces.fastdepth_net import ChannelBypass, FastDepthNet
 from search.spaces.ops import ConvBNAct, ResidualAdd, Upsample
 from search.spaces import get_space
-from search.spaces.subnet import build_subnet
 
 torch.set_num_threads(1)
 
@@ -55,7 +54,7 @@ def test_cbc_layers_are_the_stride1_equal_width_ones(full):
 @pytest.mark.parametrize("name", ["fastdepth-tiny", "fastdepth"])
 def test_decoder_stage_shapes(name):
     space = get_space(name)
-    net = build_subnet(space, space.max_config()).eval()
+    net = space.build_subnet(space.max_config()).eval()
     assert isinstance(net, FastDepthNet)
     h, w = space.spec.input_hw
     shapes = {}
@@ -73,7 +72,7 @@ def test_decoder_stage_shapes(name):
 
 def _executed_keys(space, cfg):
     """(op, h, w, cin, cout, kernel, stride) of every LUT-level module, in execution order."""
-    net = build_subnet(space, cfg).eval()
+    net = space.build_subnet(cfg).eval()
     seen = []
 
     def hook(module, inputs, output):
@@ -124,3 +123,9 @@ def test_space_api_for_profiler_and_mcd(tiny):
     with pytest.raises(ValueError):
         tiny.validate(cfg.replace(widths={"d1.out": 7}))
     assert tiny.macs(tiny.min_config()) < tiny.macs(tiny.uniform_config(0.5)) < tiny.macs(cfg)
+
+
+def test_depth_space_has_no_classifier_width_and_no_blockwise_layout(tiny):
+    """The decoder replaces the classifier head: no ``head.fc`` variable, and the predictor must not cache by block."""
+    assert "head.fc" not in tiny.width_vars and {"d1.out", "d5.out"} <= set(tiny.width_vars)
+    assert not tiny.blockwise_layout

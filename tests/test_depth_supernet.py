@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from search.depth.supernet import DepthSuperNet
+from search.supernet import DepthSuperNet, ODPolicy, build_supernet
 from search.spaces import get_space
 
 torch.set_num_threads(1)
@@ -58,3 +58,8 @@ def test_od_training_step_reaches_every_width():
     assert out.shape == (8, 1, 64, 64)
     out.mean().backward()
     assert net.net.decoder["d1"].pw.conv.weight.grad is not None
+
+
+def test_build_supernet_of_a_depth_space_is_a_depth_supernet():
+    net = build_supernet(get_space("fastdepth-tiny"))
+    assert type(net) is DepthSuperNet and net.policy == ODPolicy()

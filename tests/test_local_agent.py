@@ -101,7 +101,8 @@ def test_runner_jsonl_header_stats_and_error_line(models, tmp_path):
     assert "error" in by_name["broken.onnx"] and "\n" not in by_name["broken.onnx"]["error"]
     for name in ("a.onnx", "b.onnx"):
         r = by_name[name]
-        assert set(r) == {"index", "name", "n", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms"}
+        assert set(r) == {"index", "name", "n", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "min_ms",
+                          "max_ms"}
         assert 20 <= r["n"] <= 200
         assert 0 < r["min_ms"] <= r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["max_ms"]
         assert r["std_ms"] >= 0
@@ -295,4 +296,5 @@ def test_pick_core_prefers_fast_cores_then_high_numbers(tmp_path):
 def test_agent_modules_never_import_torch():
     code = ("import sys, device_agents.local, device_agents.device_state, device_agents.tool_output; "
             "sys.exit('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(local.__file__).parent.parent, timeout=60).returncode == 0
+    root = Path(local.__file__).parent.parent
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, timeout=60).returncode == 0

@@ -214,7 +214,7 @@ def test_latency_table_loads_a_slice_and_predicts_sums(lut_path, writer):
     assert table.latency(conv(8, 16)) == 2.0
     assert table.predict(layers) == pytest.approx(7.25)  # layers + overhead once
     assert table.predict(iter(layers + layers)) == pytest.approx(14.25)
-    assert table.predict_keys([cfg.key for cfg in layers]) == pytest.approx(7.25)
+    assert table.predict(tuple(layers)) == pytest.approx(7.25)
     assert table.has(conv(8, 8)) and not table.has(conv(32, 32))
     assert table.missing([conv(8, 8), conv(32, 32), conv(32, 32)]) == [conv(32, 32)]
 
@@ -229,7 +229,7 @@ def test_missing_key_raises_naming_the_key_and_slice(lut_path, writer):
     assert conv(64, 64).key in msg and DEVICE in msg and "tflite" in msg and "lutbuild build" in msg
     assert "\n" not in msg
     with pytest.raises(MissingLatencyError):
-        table.predict_keys([conv(64, 64).key])
+        table.predict([conv(64, 64)])
 
 
 def test_unknown_slice_lists_what_is_there(lut_path, writer):
@@ -258,11 +258,10 @@ def test_predict_handles_50_layer_networks(lut_path, writer):
     writer.write([row(cfg, 0.01 * (i + 1)) for i, cfg in enumerate(dict.fromkeys(net))])
     writer.db.close()
     table = LatencyTable.load(lut_path, DEVICE, "tflite")
-    keys = [cfg.key for cfg in net]
     expected = sum(table.latency(cfg) for cfg in net)
     for _ in range(2000):  # sanity only; timing targets live in benchmarks/
         assert table.predict(net) == pytest.approx(expected)
-    assert table.predict_keys(keys) == pytest.approx(expected)
+    assert table.predict(iter(net)) == pytest.approx(expected)
 
 
 # --- interpolation --------------------------------------------------------------------------

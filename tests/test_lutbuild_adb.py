@@ -348,12 +348,13 @@ class _Device:
 
 @pytest.fixture
 def engine(monkeypatch):
-    """`build_lut_multi` with the fake export cache; records every exported key and write thread."""
+    """`build_lut` (given a list of agents) with the fake export cache; records every exported key and write thread."""
     import threading
     import time
 
     from lut_db.writer import LutWriter
-    from profiler import multi_device
+    from profiler import build_engine
+    from profiler.build import build_lut
     from tests.test_profiler_build import FakeCache
 
     exported, writers, export_log = [], set(), []
@@ -372,9 +373,9 @@ def engine(monkeypatch):
         writers.add(threading.current_thread().name)
         return original(self, rows)
 
-    monkeypatch.setattr(multi_device, "ModelCache", CountingCache)
+    monkeypatch.setattr(build_engine, "ModelCache", CountingCache)
     monkeypatch.setattr(LutWriter, "write", write)
-    return multi_device.build_lut_multi, exported, writers, export_log
+    return build_lut, exported, writers, export_log
 
 
 def _options(tmp_path, **kw):
@@ -388,10 +389,10 @@ def test_engine_fills_every_slice_exports_each_key_once_and_writes_from_one_thre
 
     from search.spaces import get_space
 
-    build_lut_multi, exported, writers, _ = engine
+    build_lut, exported, writers, _ = engine
     tiny = get_space("mbv3-tiny")
     agents = [_Device(tiny, n) for n in ("p1", "p2", "p3")]
-    report = build_lut_multi(tiny, agents, tmp_path / "lut.sqlite", "onnx", _options(tmp_path), progress=False)
+    report = build_lut(tiny, agents, tmp_path / "lut.sqlite", "onnx", _options(tmp_path), progress=False)
     assert report.ok and [r.measured for r in report.reports] == [407, 407, 407]
     assert device_ids(tmp_path / "lut.sqlite") == ["fake:p1", "fake:p2", "fake:p3"]
     for agent in agents:
@@ -405,18 +406,18 @@ def test_engine_a_failing_device_stops_alone_and_a_bug_is_raised_after_the_other
     from device_agents.contract import AgentError
     from search.spaces import get_space
 
-    build_lut_multi, _, _, _ = engine
+    build_lut, _, _, _ = engine
     tiny = get_space("mbv3-tiny")
     db = tmp_path / "lut.sqlite"
     agents = [_Device(tiny, "p1"), _Device(tiny, "p2", fail_on_call=3, error=AgentError("p2: gone for good"))]
     messages = []
-    report = build_lut_multi(tiny, agents, db, "onnx", _options(tmp_path), progress=False, log=messages.append)
+    report = build_lut(tiny, agents, db, "onnx", _options(tmp_path), progress=False, log=messages.append)
     assert report.failures == ["p2: gone for good"] and not report.ok
     assert len(rows(db, "fake:p1")) == 407 and len(rows(db, "fake:p2")) == 2 * 64  # its committed batches stay
     agents = [_Device(tiny, "p1"), _Device(tiny, "p2", fail_on_call=1, error=ZeroDivisionError("a bug"))]
     with pytest.raises(ZeroDivisionError):
-        build_lut_multi(tiny, agents, db, "onnx", _options(tmp_path), progress=False, log=messages.append)
-    report = build_lut_multi(tiny, [_Device(tiny, "p1"), _Device(tiny, "p2")], db, "onnx", _options(tmp_path),
+        build_lut(tiny, agents, db, "onnx", _options(tmp_path), progress=False, log=messages.append)
+    report = build_lut(tiny, [_Device(tiny, "p1"), _Device(tiny, "p2")], db, "onnx", _options(tmp_path),
                              progress=False)
     assert [(r.measured, r.already_measured) for r in report.reports] == [(0, 407), (407 - 128, 128)]
 
@@ -424,12 +425,12 @@ def test_engine_a_failing_device_stops_alone_and_a_bug_is_raised_after_the_other
 def test_engine_local_benchmarks_never_overlap_exports_phone_ones_do(tmp_path, engine):
     from search.spaces import get_space
 
-    build_lut_multi, _, _, export_log = engine
+    build_lut, _, _, export_log = engine
     tiny = get_space("mbv3-tiny")
     bench_log = []
     agents = [_Device(tiny, "local-host", phone=False, sleep_s=0.02, log=bench_log),
               _Device(tiny, "p1", sleep_s=0.05, log=bench_log)]
-    report = build_lut_multi(tiny, agents, tmp_path / "lut.sqlite", "onnx", _options(tmp_path, batch_size=32),
+    report = build_lut(tiny, agents, tmp_path / "lut.sqlite", "onnx", _options(tmp_path, batch_size=32),
                              progress=False)
     assert report.ok
 
@@ -444,10 +445,10 @@ def test_engine_local_benchmarks_never_overlap_exports_phone_ones_do(tmp_path, e
 def test_engine_sparse_plan_interpolates_each_finished_slice(tmp_path, engine):
     from search.spaces import get_space
 
-    build_lut_multi, _, _, _ = engine
+    build_lut, _, _, _ = engine
     tiny = get_space("mbv3-tiny")
     db = tmp_path / "lut.sqlite"
-    report = build_lut_multi(tiny, [_Device(tiny, "p1"), _Device(tiny, "p2")], db, "onnx",
+    report = build_lut(tiny, [_Device(tiny, "p1"), _Device(tiny, "p2")], db, "onnx",
                              _options(tmp_path, plan="sparse"), progress=False)
     assert report.ok
     for r in report.reports:

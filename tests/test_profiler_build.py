@@ -1,4 +1,4 @@
-"""profiler.build / verify loop logic with a scripted agent and a fake export cache (fast).
+"""profiler.build (one device) / verify logic with a scripted agent and a fake export cache (fast).
 
 The real subprocess, real exports and real runner are exercised in test_lutbuild_cli.py.
 """
@@ -13,7 +13,7 @@ import pytest
 from device_agents.contract import BatchResult, DeviceInfo, DeviceState, ModelTiming
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
-from profiler import build as build_module
+from profiler import build_engine as engine_module
 from profiler import verify as verify_module
 from profiler.build import BuildOptions, build_lut, slice_runtime
 from profiler.export import OVERHEAD_NAME
@@ -101,7 +101,8 @@ class ScriptedAgent:
         timings = []
         for path in models:
             ms = self._ms(Path(path), drift)
-            timings.append(ModelTiming(Path(path).name, 50, ms, ms, ms * 0.99, ms * 1.01, ms * 0.01, ms * 0.98, ms * 1.1))
+            timings.append(ModelTiming(Path(path).name, 50, ms, ms, ms * 0.99, ms * 1.01, ms * 0.01, ms * 0.98,
+                                       ms * 1.1))
             self.benchmarked.append(Path(path).name)
         return BatchResult(timings, DeviceState(), DeviceState())
 
@@ -116,7 +117,7 @@ def tiny():
 
 @pytest.fixture(autouse=True)
 def fake_cache(monkeypatch):
-    monkeypatch.setattr(build_module, "ModelCache", FakeCache)
+    monkeypatch.setattr(engine_module, "ModelCache", FakeCache)
     monkeypatch.setattr(verify_module, "ModelCache", FakeCache)
 
 
@@ -235,8 +236,9 @@ def test_verify_reports_lut_and_mac_proxy_figures(tiny, tmp_path):
     build_lut(tiny, ScriptedAgent(tiny), db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}),
               progress=False)
     agent = ScriptedAgent(tiny, network_scale=1.02)  # networks run 2% slower than their layers' sum
-    report = verify_lut(tiny, agent, db, "onnx", VerifyOptions(samples=12, rounds=2, cache_dir=tmp_path),
+    result = verify_lut(tiny, agent, db, "onnx", VerifyOptions(samples=12, rounds=2, cache_dir=tmp_path),
                         progress=False)
+    report = result.to_json_dict()  # what `--json` writes
     for key in ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "mac_proxy", "samples", "plan",
                 "device", "runtime", "runtime_version", "noise"):
         assert key in report, key
@@ -249,10 +251,10 @@ def test_verify_reports_lut_and_mac_proxy_figures(tiny, tmp_path):
     assert report["plan"]["measured"] == 407 and report["plan"]["missing"] == 0
     json.dumps(report)  # serializable as is
     from profiler.plots import plot_verify
-    from profiler.verify import format_report
+    from profiler.verify_report import format_report
 
-    assert "MAC proxy" in format_report(report)
-    png = plot_verify(report, tmp_path / "v.png")
+    assert "MAC proxy" in format_report(result)
+    png = plot_verify(result, tmp_path / "v.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,7 +1,6 @@
 """profiler.export: every op kind exports to ONNX and TFLite, loads, runs and matches PyTorch."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

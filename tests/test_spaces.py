@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from lut_db.layer_key import LayerConfig
-from search.spaces import SubnetConfig, UnknownSpace, decode_block, get_space, list_spaces
-from search.spaces.subnet import build_subnet
+from lut_db.op_kinds import OP_KINDS
+from search.spaces import (SPACE_CLASSES, DepthSearchSpace, SearchSpace, SubnetConfig, UnknownSpace, decode_block,
+                           get_space, list_spaces, space_from_spec)
+from search.spaces.ops import BUILDERS, build_layer
 
 
 def test_block_string_decodes_all_fields():
@@ -69,7 +71,7 @@ def test_cbc_width_is_clamped_to_a_narrower_stream():
     residual = next(b for b in space.blocks if b.residual)
     cfg = space.canonical(space.max_config().replace(widths={residual.in_var: 8}))
     assert cfg.widths[residual.out_var] == 8
-    add = [l for l in space.layer_configs(cfg) if l.op == "add"][0]
+    add = [k for k in space.layer_configs(cfg) if k.op == "add"][0]
     assert (add.cin, add.cout) == (8, 8)
 
 
@@ -100,7 +102,7 @@ def test_standalone_network_layers_match_lut_keys(seed):
     """Layer i of the built network has the shape of LUT key i (so the LUT sum describes it)."""
     space = get_space("mbv3-tiny")
     cfg = space.random_config(random.Random(seed))
-    model = build_subnet(space, cfg).eval()
+    model = space.build_subnet(cfg).eval()
     keys = space.layer_configs(cfg)
     conv_keys = [k for k in keys if k.op in ("conv", "dwconv")]
     model_convs = [m for name, m in model.named_modules()
@@ -123,3 +125,39 @@ def test_list_spaces_has_both_builtin_spaces():
 def test_layer_key_round_trip():
     cfg = LayerConfig("se", 8, 8, 72, 72, hidden=24)
     assert LayerConfig.from_key(cfg.key) == cfg
+
+
+@pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-large"])
+def test_blockwise_layout_is_stem_then_blocks_then_head(name):
+    """What `blockwise_layout` promises the latency predictor, checked on random subnets."""
+    space = get_space(name)
+    assert space.blockwise_layout
+    for seed in range(5):
+        cfg = space.random_config(random.Random(seed))
+        parts = [space.stem_layer(cfg.widths["stem"])]
+        for block in space.blocks:
+            cin, expand, out, _ = space.block_widths(block, cfg)
+            if not space.is_removed(block, cfg):
+                parts += space.block_layers(block, cin, expand, out, cfg.kernels.get(block.name, 0))
+        parts += space.head_layers(cfg.widths[space.final_stream], cfg.widths["head.fc"])
+        assert space.layer_configs(cfg) == parts
+
+
+def test_space_from_spec_picks_the_class_of_the_spec_type():
+    for space in list_spaces():
+        assert type(space_from_spec(space.spec)) is SPACE_CLASSES[type(space.spec)]
+    assert type(get_space("fastdepth-tiny")) is DepthSearchSpace
+    assert type(get_space("mbv3-tiny")) is SearchSpace
+
+
+def test_every_op_kind_has_one_builder_and_declared_io():
+    assert set(BUILDERS) == set(OP_KINDS)
+    for op, kind in OP_KINDS.items():
+        cfg = LayerConfig(op, 4, 4, 8, 8 if op != "linear" else 16, kernel=3, groups=8 if op == "dwconv" else 1,
+                          hidden=8 if op == "se" else 0)
+        module, inputs = build_layer(cfg)
+        assert [t.dim() for t in inputs] == [4 if k == "image" else 2 for k in kind.inputs]
+        assert module(*inputs).dim() == (4 if kind.output == "image" else 2)
+        assert cfg.macs() == kind.macs(cfg) >= 0
+    with pytest.raises(ValueError, match="unknown op 'concat'"):
+        LayerConfig("concat", 4, 4, 8, 8)

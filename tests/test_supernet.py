@@ -8,7 +8,7 @@ from torch import nn
 from search.data.loader import make_loader
 from search.evaluate import evaluate, recalibrate_bn
 from search.spaces import SubnetConfig, get_space
-from search.supernet import ElasticDepthwise, ODPolicy, SuperNet, centre_crop
+from search.supernet import ElasticDepthwise, ODPolicy, SuperNet, build_supernet, centre_crop
 from search.supernet.od import ODSample
 
 
@@ -225,3 +225,10 @@ def test_subnet_rejects_invalid_config(tiny):
     space, net = tiny
     with pytest.raises(ValueError):
         net.subnet(SubnetConfig({"stem": 16}, {}))
+
+
+def test_build_supernet_picks_the_space_family():
+    space = get_space("mbv3-tiny")
+    net = build_supernet(space, ODPolicy(max_share=0.5, min_share=0.0), dropout=0.1)
+    assert type(net) is SuperNet and net.policy == ODPolicy(max_share=0.5, min_share=0.0) and net.dropout == 0.1
+    assert build_supernet(space).policy == ODPolicy()

@@ -89,7 +89,8 @@ def test_benchmark_model_xnnpack_flag_off_wins_and_logcat_prefixes_parse():
         read("benchmark_model_ios_warmup_only.txt"),  # warm-up phase only
         "Running benchmark for at least 1\ncount=1 curr=5\nRunning benchmark for at least 5\ncount=0\n",
         "Running benchmark for at least 1\ncount=1 curr=5\nRunning benchmark for at least 5\ncount=5 first=1 curr=2\n",
-        "Running benchmark for at least 1\ncount=1 curr=5\nRunning benchmark for at least 5\ncount=5 min=9 max=2 avg=5 std=1\n",
+        "Running benchmark for at least 1\ncount=1 curr=5\nRunning benchmark for at least 5\n"
+        "count=5 min=9 max=2 avg=5 std=1\n",
     ],
 )
 def test_benchmark_model_malformed_output_is_a_one_line_agent_error(text):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from search.errors import SearchError
@@ -78,8 +79,6 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         path, label = self.files[index]
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -246,7 +245,6 @@ def _cifar(root: Path, split: str, image_size: int) -> ArrayDataset:
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     if image_size != 32:
-        from PIL import Image
         images = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR))
                            for im in images])
     classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 10))

@@ -1,5 +1,6 @@
-"""Dense depth estimation (FastDepth space): network, super-network, loss, metrics, data, task.
+"""Dense depth estimation (FastDepth spaces): the task, its loss, metrics, data and training loops.
 
-Torch is imported by the modules here; the space description itself stays torch-free in
-`search/spaces/fastdepth.py`.
+Mirrors `search/classification/`. The space description stays torch-free in
+`search/spaces/fastdepth.py`, the standalone network is `search/spaces/fastdepth_net.py`
+and the OD super-network `search/supernet/fastdepth.py`.
 """

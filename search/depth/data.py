@@ -131,7 +131,7 @@ def train_transform(rgb: torch.Tensor, depth: torch.Tensor, out_hw: tuple[int, i
 # ----------------------------------------------------------------------------- NYU h5
 def load_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(rgb uint8 (3, H, W), depth float32 (H, W)) of one FastDepth h5 file."""
-    import h5py  # only NYU needs it
+    import h5py  # why: heavy optional runtime, only NYU's h5 files need it
     try:
         with h5py.File(path, "r") as f:
             rgb, depth = np.asarray(f["rgb"]), np.asarray(f["depth"], np.float32)

@@ -7,7 +7,6 @@ valid pixel gives 0 (and no gradient) rather than NaN.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -18,10 +17,3 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if not bool(valid.any()):
         return pred.sum() * 0.0
     return (pred - target).abs()[valid].mean()
-
-
-class MaskedL1Loss(nn.Module):
-    """`masked_l1` as a module (criterion objects for training loops)."""
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return masked_l1(pred, target)

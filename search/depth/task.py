@@ -2,16 +2,14 @@
 
 `DepthTask` bundles the data sets (`builtin-depth` or a NYU h5 root), the loss (masked
 L1), evaluation (RMSE, MAE, REL, δ1-3 per image averaged, `metrics.py`) and the score MCD
-maximises: ``-RMSE`` by default (metres; higher is better), or ``delta1``.
-`scorer(...)` returns MCD's `SupernetScorer` wired with this task's evaluation, so a depth
-search is `run_mcd(space, constraints, task.scorer(supernet, holdout, calib), out)`.
-The rest of the methods are the task interface `nas-search` uses (see `search/tasks.py`,
-where `ClassificationTask` has the same methods).
+maximises: ``-RMSE`` by default (metres; higher is better), or ``delta1``, and its
+fine-tuning loops (`train.py`). The methods are the `search.tasks.Task` interface
+`nas-search` uses (`search.classification.task.ClassificationTask` has the same ones).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -20,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data import BUILTIN, get_depth_dataset
 from .losses import masked_l1
 from .metrics import DepthMeter
+from .train import DepthTrainConfig, finetune
 
 SCORES = ("rmse", "delta1")
 
@@ -38,7 +37,7 @@ class DepthTask:
     # ----------------------------------------------------------------- data
     default_data: str = BUILTIN
     fixed_holdout = True  # NYU: files named *00001.h5 / *00201.h5; builtin-depth: its own seed stream
-    headline = ("rmse", "delta1")  # finetune.json: val_rmse(_before), val_delta1(_before)
+    headline = ("rmse", "delta1")  # finetune.json val_rmse(_before), val_delta1(_before); train log val_rmse_max...
     # TrainConfig fields left None: AdamW and light decay, as DepthTrainConfig (converges in few steps)
     train_defaults = {"data": BUILTIN, "optimizer": "adamw", "weight_decay": 1e-4}
     finetune_defaults = {"lr": 5e-4, "weight_decay": 1e-4}  # AdamW from trained weights: small steps
@@ -60,11 +59,6 @@ class DepthTask:
         """Nothing to check: every depth data set has one output channel."""
 
     # ----------------------------------------------------------------- training
-    def build_supernet(self, space, policy=None, dropout: float = 0.0) -> nn.Module:
-        """`DepthSuperNet` (`dropout` is accepted for parity with classification; there is no classifier)."""
-        from .supernet import DepthSuperNet
-        return DepthSuperNet(space, policy)
-
     def augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Identity: depth augmentation (NYU) happens in the data set, on rgb and depth together."""
         return x
@@ -77,19 +71,6 @@ class DepthTask:
 
     def train_metric(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         return None
-
-    def validate_extremes(self, supernet, bn_loader, val_loader, bn_batches: int,
-                          val_batches: int | None = None) -> dict[str, float]:
-        """Val RMSE (m) and δ1 of the max and min sub-networks (sliced, BN recalibrated)."""
-        from search.evaluate import recalibrate_bn
-        out = {}
-        space = supernet.space
-        for name, config in (("max", space.max_config()), ("min", space.min_config())):
-            sub = supernet.subnet(config).to(next(supernet.parameters()).device)
-            recalibrate_bn(sub, bn_loader, bn_batches)
-            metrics = self.evaluate(sub, val_loader, val_batches)
-            out[f"val_rmse_{name}"], out[f"val_delta1_{name}"] = metrics["rmse"], metrics["delta1"]
-        return out
 
     def epoch_summary(self, record: dict) -> str:
         return (f"L1 {record['train_loss']:.3f} m  val RMSE max {record['val_rmse_max']:.3f} m "
@@ -104,8 +85,7 @@ class DepthTask:
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int | None = None,
-                 forward: Callable | None = None) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int | None = None) -> dict[str, float]:
         """Metrics dict (rmse, mae, rel, delta1-3 per image averaged; images) of `model` in eval mode."""
         was_training = model.training
         model.eval()
@@ -114,7 +94,7 @@ class DepthTask:
         for i, (rgb, depth) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            pred = (forward or model)(rgb.to(device))
+            pred = model(rgb.to(device))
             meter.update(pred.cpu(), depth)
         model.train(was_training)
         return meter.result()
@@ -126,23 +106,11 @@ class DepthTask:
     def describe(self, metrics: dict[str, float]) -> str:
         return f"val RMSE {metrics['rmse']:.4f} m, δ1 {metrics['delta1']:.4f}"
 
-    def evaluate_fn(self, max_batches: int | None = None) -> Callable[[nn.Module, DataLoader], float]:
-        """``(model, loader) -> score`` for `search.mcd.scoring.SupernetScorer`."""
-        return lambda model, loader: self.score(self.evaluate(model, loader, max_batches))
-
-    def scorer(self, supernet, holdout_loader: DataLoader, calib_loader: DataLoader, calib_batches: int = 10,
-               max_batches: int | None = None):
-        """MCD scorer: slice the candidate, recalibrate BN on `calib_loader`, score on `holdout_loader`."""
-        from search.mcd.scoring import SupernetScorer
-        return SupernetScorer(supernet, holdout_loader, calib_loader, calib_batches, self.evaluate_fn(max_batches),
-                              metrics_fn=lambda model, loader: self.evaluate(model, loader, max_batches))
-
     # ----------------------------------------------------------------- fine-tuning
     def train_epochs(self, model: nn.Module, loader: DataLoader, per_epoch: int, cfg,
                      after_epoch: Callable[[int, float], None]) -> None:
         """One AdamW run of `cfg.epochs` x `per_epoch` steps (warmup, cosine over all of them),
         with `after_epoch(epoch, mean L1)` at each epoch's end (`cfg`: `search.finetune.FinetuneConfig`)."""
-        from .train import DepthTrainConfig, finetune
         steps = per_epoch * cfg.epochs
         if steps == 0:
             return
@@ -161,7 +129,6 @@ class DepthTask:
     def proposal_finetune(self, loader: DataLoader, steps: int, lr: float,
                           seed: int = 0) -> Callable[[nn.Module, int], None]:
         """NetAdapt V1's short fine-tune of one proposal (AdamW, 1 warmup step): ``(model, iteration)``."""
-        from .train import DepthTrainConfig, finetune
 
         def run(model: nn.Module, iteration: int) -> None:
             finetune(model, loader, DepthTrainConfig(steps=steps, warmup_steps=1, lr=lr, seed=seed + iteration,
@@ -188,9 +155,3 @@ class DepthTask:
 
     def plot_value(self, score: float) -> float:
         return -score if self.score_metric == "rmse" else score
-
-
-def get_task(name: str, **options):
-    """Task by name (``depth``, ``classification``): `search.tasks.get_task`."""
-    from search.tasks import get_task as by_name
-    return by_name(name, **options)

@@ -22,13 +22,16 @@
 """
 from __future__ import annotations
 
+import copy
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 from search.errors import SearchError
 from search.spaces.space import SearchSpace, SubnetConfig
+from search.supernet import slice_like
+from search.tasks import task_of
 
 from .candidates import KERNEL_PREFIX, dimensions, make_candidate, meets, shrink_step
 from .metrics import Constraint
@@ -105,7 +108,6 @@ def random_baseline(space: SearchSpace, constraints: Sequence[Constraint], score
 
 def transfer_weights(source_model, target_model) -> None:
     """Copy `source_model`'s weights into the (smaller) `target_model`: first channels kept."""
-    from search.supernet import slice_like
     source = source_model.state_dict()
     target_model.load_state_dict({name: slice_like(source[name], t.shape)
                                   for name, t in target_model.state_dict().items()})
@@ -124,10 +126,6 @@ def netadapt_v1(space: SearchSpace, constraints: Sequence[Constraint], start_mod
     scripts: 500 steps on ImageNet). `evaluate_fn(model) -> score` (higher is better);
     default: the task's score on `holdout_loader`.
     """
-    import copy
-
-    from search.spaces.subnet import build_subnet
-    from search.tasks import task_of
     task = task_of(space)
     if finetune_fn is None:
         if train_loader is None:
@@ -157,7 +155,7 @@ def netadapt_v1(space: SearchSpace, constraints: Sequence[Constraint], start_mod
             cand = _v1_proposal(space, current, constraints, targets, dim)
             if cand is None:
                 continue
-            proposal = build_subnet(space, cand)
+            proposal = space.build_subnet(cand)
             transfer_weights(model, proposal)
             finetune_fn(proposal, iteration)
             score_ = float(evaluate_fn(proposal))

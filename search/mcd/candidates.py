@@ -21,8 +21,8 @@ Candidates are deduplicated on their canonical config.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from search.errors import SearchError
 from search.spaces.space import SearchSpace, SubnetConfig
@@ -45,7 +45,7 @@ class Candidate:
         return {"config": self.config.to_dict(), "shrunk": list(self.shrunk), "values": dict(self.values)}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Candidate":
+    def from_dict(cls, data: Mapping) -> Candidate:
         return cls(SubnetConfig.from_dict(data["config"]), tuple(data["shrunk"]), dict(data["values"]))
 
 

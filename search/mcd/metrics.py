@@ -10,11 +10,16 @@ many times while it shrinks layers one step at a time.
 """
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from device_agents.contract import BenchmarkSettings
+from lut_db import LatencyTable
+from profiler.export import EXTENSIONS, export_network
+from profiler.predictor import LatencyPredictor
 from search.spaces.space import SearchSpace, SubnetConfig
 
 
@@ -67,20 +72,15 @@ class LutLatencyMetric(_Cached):
 
     name, unit = "latency_ms", "ms"
 
-    def __init__(self, space: SearchSpace, table) -> None:
+    def __init__(self, space: SearchSpace, table: LatencyTable) -> None:
         super().__init__(space)
-        self.table = table  # lut_db.LatencyTable
-        self._predict: Callable[[SubnetConfig], float] = self._make_predictor()
-
-    def _make_predictor(self) -> Callable[[SubnetConfig], float]:
-        try:  # the profiler's predictor caches layer keys per choice (faster); same numbers
-            from profiler.predictor import LatencyPredictor
-            return LatencyPredictor(self.space, self.table).predict
-        except (ImportError, AttributeError, TypeError):
-            return lambda cfg: self.table.predict(self.space.layer_configs(cfg))
+        self.table = table
+        # the profiler's predictor caches latencies per block choice: the numbers of
+        # `table.predict(space.layer_configs(cfg))`, hundreds of thousands of networks per second
+        self._predictor = LatencyPredictor(space, table)
 
     def _compute(self, config: SubnetConfig) -> float:
-        return self._predict(config)
+        return self._predictor.predict(config)
 
     def describe(self) -> str:
         t = self.table
@@ -113,7 +113,6 @@ class MeasuredLatencyMetric(_Cached):
     def __init__(self, space: SearchSpace, agent, runtime: str = "onnx", settings=None,
                  workdir: str | Path | None = None) -> None:
         super().__init__(space)
-        from device_agents.contract import BenchmarkSettings
         self.agent = agent
         self.runtime = runtime
         # fewer runs than a LUT row: a candidate is timed once and a whole network is long
@@ -125,9 +124,6 @@ class MeasuredLatencyMetric(_Cached):
         self.cov: dict[SubnetConfig, float] = {}  # noise of each measurement (std / mean)
 
     def _compute(self, config: SubnetConfig) -> float:
-        import hashlib
-
-        from profiler.export import EXTENSIONS, export_network
         digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:16]
         path = self.workdir / f"cand_{digest}{EXTENSIONS[self.runtime]}"
         if not path.exists():  # random weights: latency does not depend on their values
@@ -138,8 +134,3 @@ class MeasuredLatencyMetric(_Cached):
 
     def describe(self) -> str:
         return f"measured latency ({self.runtime} on {self.agent.info().device_id})"
-
-
-def metric_values(constraints, config: SubnetConfig) -> dict[str, float]:
-    """{metric name: value} of `config` for each constraint."""
-    return {c.name: c.metric.value(config) for c in constraints}

@@ -9,20 +9,30 @@ trained, not to this one network), and evaluate it on the held-out split of the 
 data (never the validation split, which stays untouched for the final report).
 
 `score_all` spreads the candidates of an iteration over `torch.distributed` ranks (when a
-process group is initialised, e.g. under torchrun) and gathers the scores, so every rank
-holds the same list and takes the same decision.
+process group is initialised, e.g. under torchrun; `search.distributed`) and gathers the
+scores, so every rank holds the same list and takes the same decision.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+import torch
+
+from search import distributed
+from search.evaluate import evaluate, recalibrate_bn
 from search.spaces.space import SubnetConfig
+from search.tasks import Task
 
 Scorer = Callable[[SubnetConfig], float]
 
 
 class SupernetScorer:
-    """Accuracy of a candidate with super-network weights (sliced, BN recalibrated), in [0, 1]."""
+    """The score of a candidate with super-network weights (sliced, BN recalibrated).
+
+    Higher is better; what it is comes from `evaluate_fn` (the task's): top-1 accuracy in
+    [0, 1] by default (classification), -RMSE in m or δ1 for depth. MCD stores it as
+    ``score`` in the history and as ``accuracy`` in ``final.json`` whatever the task.
+    """
 
     def __init__(self, supernet, holdout_loader, calib_loader, calib_batches: int = 10,
                  evaluate_fn: Callable | None = None, metrics_fn: Callable | None = None,
@@ -34,14 +44,22 @@ class SupernetScorer:
         self.holdout_loader = holdout_loader
         self.calib_loader = calib_loader
         self.calib_batches = calib_batches
-        self._evaluate = evaluate_fn  # model, loader -> score (defaults to top-1 accuracy)
+        self._evaluate = evaluate_fn  # model, loader -> score (default: top-1 accuracy, `search.evaluate`)
         self._metrics = metrics_fn  # model, loader -> {metric: value} (reports; default {"score": score})
+
+    @classmethod
+    def for_task(cls, task: Task, supernet, holdout_loader, calib_loader, calib_batches: int = 10) -> SupernetScorer:
+        """The scorer of `task`: score = ``task.score(task.evaluate(candidate, holdout))``
+        (classification: top-1; depth: -RMSE or δ1); `metrics` gives every held-out metric of a
+        task that records them (depth: RMSE, δ1, ...)."""
+        def score(model, loader) -> float:
+            return task.score(task.evaluate(model, loader))
+
+        return cls(supernet, holdout_loader, calib_loader, calib_batches, evaluate_fn=score,
+                   metrics_fn=task.evaluate if task.records_holdout_metrics else None)
 
     def model(self, config: SubnetConfig):
         """The candidate as scored: sliced from the super-network, BN recalibrated, eval mode."""
-        import torch
-
-        from search.evaluate import recalibrate_bn
         with torch.no_grad():
             model = self.supernet.subnet(config)
         if self.channels_last:
@@ -51,7 +69,6 @@ class SupernetScorer:
         return model.eval()
 
     def __call__(self, config: SubnetConfig) -> float:
-        from search.evaluate import evaluate
         return float((self._evaluate or evaluate)(self.model(config), self.holdout_loader))
 
     def metrics(self, config: SubnetConfig) -> dict[str, float]:
@@ -61,38 +78,13 @@ class SupernetScorer:
         return dict(self._metrics(self.model(config), self.holdout_loader))
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group; (0, 1) without one."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch always ships it
-        return 0, 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def broadcast(obj, src: int = 0):
-    """`obj` of rank `src` on every rank (identity without a process group)."""
-    rank, size = world()
-    if size == 1:
-        return obj
-    import torch.distributed as dist
-    box = [obj if rank == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def score_all(configs: Sequence[SubnetConfig], scorer: Scorer) -> list[float]:
     """Scores of `configs` in order; rank r scores configs r, r + world, ... and all ranks gather."""
-    rank, size = world()
+    rank, size = distributed.rank(), distributed.world_size()
     if size == 1:
         return [float(scorer(cfg)) for cfg in configs]
-    import torch.distributed as dist
     mine = {i: float(scorer(configs[i])) for i in range(rank, len(configs), size)}
-    gathered: list = [None] * size
-    dist.all_gather_object(gathered, mine)
     scores: dict[int, float] = {}
-    for part in gathered:
+    for part in distributed.all_gather_objects(mine):
         scores.update(part)
     return [scores[i] for i in range(len(configs))]

@@ -9,36 +9,29 @@ One iteration (NetAdaptV2, "multi-layer coordinate descent"):
    scorer) - split over `torch.distributed` ranks and gathered;
 4. the best-scoring candidate becomes the current network.
 
-Files in the output folder (written by rank 0 only):
-- ``history.jsonl``: iteration 0 is the start network; then one line per iteration with the
-  targets, every candidate (config, shrunk dimensions, metric values, score) and the winner.
-- ``state.json``: checkpoint after every iteration (current config, iteration, RNG state,
-  options); ``--resume`` continues from it and reaches the same final network as an
-  uninterrupted run with the same seed.
-- ``final.json``: the searched architecture (config, block strings, metric values, MACs,
-  continuous depth, score) once every constraint holds.
+`run_mcd` is that loop and nothing else: what it records after each iteration
+(``history.jsonl``, the ``state.json`` checkpoint that ``--resume`` continues from,
+``final.json``) is written by `files.SearchFiles`, on rank 0 only.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
+from search import distributed
 from search.errors import SearchError
 from search.spaces.space import SearchSpace, SubnetConfig
 
 from .candidates import Candidate, generate_candidates, meets
+from .files import FINAL, SearchFiles, final_record, state_identity
 from .metrics import Constraint, Metric
 from .schedule import ReductionSchedule
-from .scoring import Scorer, broadcast, score_all, world
-
-STATE_FORMAT = 1
-HISTORY, STATE, FINAL = "history.jsonl", "state.json", "final.json"
+from .scoring import Scorer, score_all
 
 
 @dataclass(frozen=True)
@@ -72,50 +65,6 @@ class SearchResult:
     done: bool  # every constraint holds (final.json written)
 
 
-def check_out_dir(out: str | Path, resume: bool) -> None:
-    """Fail fast on an output folder that holds a search when not resuming (or none when resuming)."""
-    state = Path(out) / STATE
-    if state.exists() and not resume:
-        raise SearchError(f"{out} already holds a search ({STATE}); pass --resume to continue it or choose another --out")
-    if resume and not state.exists():
-        raise SearchError(f"--resume: {out} holds no search checkpoint ({STATE})")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _rng_state_to_json(state) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _rng_state_from_json(data) -> tuple:
-    version, internal, gauss = data
-    return version, tuple(internal), gauss
-
-
-def read_history(out: str | Path) -> list[dict]:
-    """Records of ``history.jsonl`` (a torn last line of a killed run is skipped)."""
-    path = Path(out) / HISTORY
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
-def _truncate_history(out: Path, last_iteration: int) -> None:
-    """Drop history lines after the checkpoint (a kill between the two writes)."""
-    kept = [r for r in read_history(out) if r["iteration"] <= last_iteration]
-    (out / HISTORY).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
-
-
 def describe_values(values: Mapping[str, float]) -> str:
     parts = []
     for name, value in values.items():
@@ -123,21 +72,54 @@ def describe_values(values: Mapping[str, float]) -> str:
     return " ".join(parts)
 
 
-def final_record(space: SearchSpace, config: SubnetConfig, values: Mapping[str, float], score: float,
-                 **extra) -> dict:
-    """The architecture as ``final.json`` holds it (readable without this code)."""
-    return {
-        "space": space.name,
-        "config": config.to_dict(),
-        "block_strings": space.block_strings(config),
-        "values": dict(values),
-        "latency_ms": values.get("latency_ms"),
-        "measured_ms": values.get("measured_ms"),
-        "macs": space.macs(config),
-        "depth": round(space.depth(config), 3),
-        "accuracy": score,
-        **extra,
-    }
+def _describe_targets(targets: Mapping[str, float]) -> str:
+    return " ".join(f"{n}<={t / 1e6:.3f}M" if n == "macs" else f"{n}<={t:.3f}" for n, t in targets.items())
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+class _Values:
+    """config -> {metric name: value} over the constraints' metrics, then the report metrics."""
+
+    def __init__(self, constraints: Sequence[Constraint], report_metrics: Sequence[Metric]) -> None:
+        self.metrics: dict[str, Metric] = {c.name: c.metric for c in constraints}
+        for metric in report_metrics:
+            self.metrics.setdefault(metric.name, metric)
+
+    def __call__(self, config: SubnetConfig) -> dict[str, float]:
+        return {name: metric.value(config) for name, metric in self.metrics.items()}
+
+
+@dataclass
+class _Progress:
+    """Where the search stands: what ``state.json`` checkpoints, plus this run's clock."""
+
+    config: SubnetConfig  # the current network
+    score: float
+    iteration: int  # iterations done so far (all runs)
+    initial: dict[str, float]  # metric values of the start network: the schedule's reference
+    rng: random.Random  # candidate draws; checkpointed so a resumed search draws the same
+    elapsed_before: float  # search time of the earlier runs (s)
+    t0: float = field(default_factory=time.perf_counter)  # start of this run
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def state(self, values: Mapping[str, float], done: bool) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"iteration": self.iteration, "config": self.config.to_dict(), "score": self.score,
+                "values": dict(values), "initial_values": self.initial,
+                "rng_state": [version, list(internal), gauss], "done": done, "elapsed_s": round(self.elapsed(), 3)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], seed: int, t0: float) -> _Progress:
+        rng = random.Random(seed)
+        version, internal, gauss = state["rng_state"]
+        rng.setstate((version, tuple(internal), gauss))
+        return cls(SubnetConfig.from_dict(state["config"]), state["score"], state["iteration"],
+                   state["initial_values"], rng, state["elapsed_s"], t0)
 
 
 def run_mcd(space: SearchSpace, constraints: Sequence[Constraint], scorer: Scorer, out: str | Path,
@@ -154,123 +136,90 @@ def run_mcd(space: SearchSpace, constraints: Sequence[Constraint], scorer: Score
     """
     if not constraints:
         raise SearchError("no constraint given: pass --target-latency-ms and/or --target-macs")
-    out = Path(out)
-    rank, _ = world()
-    is_main = rank == 0
-    emit = log if is_main else (lambda _line: None)
+    files = SearchFiles(out)
+    emit = log if files.writer else _quiet
     limits = {c.name: c.limit for c in constraints}
-    metrics: dict[str, Metric] = {c.name: c.metric for c in constraints}
-    for metric in report_metrics:
-        metrics.setdefault(metric.name, metric)
-
-    def values_of(cfg: SubnetConfig) -> dict[str, float]:
-        return {name: metric.value(cfg) for name, metric in metrics.items()}
-
-    t0 = time.perf_counter()
-    rng = random.Random(mcd.seed)
-    state = None
-    if is_main:
-        check_out_dir(out, resume)
-        if resume:
-            state = json.loads((out / STATE).read_text(encoding="utf-8"))
-    state = broadcast(state)
-    if state is not None:
-        _check_resumable(state, space, limits, mcd, out)
-        current = SubnetConfig.from_dict(state["config"])
-        iteration, score = state["iteration"], state["score"]
-        initial = state["initial_values"]
-        elapsed_before = state["elapsed_s"]
-        rng.setstate(_rng_state_from_json(state["rng_state"]))
-        if is_main:
-            _truncate_history(out, iteration)
-        emit(f"resuming {out} at iteration {iteration}: {describe_values(values_of(current))} score={score:.4f}")
-    else:
-        if is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / HISTORY).write_text("", encoding="utf-8")
-        current = space.canonical(start or space.max_config())
-        space.validate(current)
-        iteration, elapsed_before = 0, 0.0
-        initial = values_of(current)
-        score = score_all([current], scorer)[0]
-        emit(f"iter 0: start {describe_values(initial)} score={score:.4f}")
-        _append(out, is_main, {"iteration": 0, "config": current.to_dict(), "values": initial, "score": score,
-                               "elapsed_s": round(time.perf_counter() - t0, 3)})
+    identity = state_identity(space.name, limits, mcd.identity())
+    meta = dict(meta or {})
+    values_of = _Values(constraints, report_metrics)
+    progress = _begin(space, scorer, files, identity, values_of, mcd.seed, start, resume, emit)
 
     def checkpoint(done: bool) -> None:
-        if is_main:
-            _write_json(out / STATE, {
-                "format": STATE_FORMAT, "space": space.name, "limits": limits, "mcd": mcd.identity(),
-                "iteration": iteration, "config": current.to_dict(), "score": score,
-                "values": values_of(current), "initial_values": initial,
-                "rng_state": _rng_state_to_json(rng.getstate()), "done": done,
-                "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 3), "meta": dict(meta or {}),
-            })
+        files.write_state({**identity, **progress.state(values_of(progress.config), done), "meta": meta})
 
     checkpoint(done=False)
     ran = 0
-    while not meets(values_of(current), limits):
-        if iteration >= mcd.max_iterations:
-            raise SearchError(f"the constraints still do not hold after {iteration} iterations; "
+    while not meets(values_of(progress.config), limits):
+        if progress.iteration >= mcd.max_iterations:
+            raise SearchError(f"the constraints still do not hold after {progress.iteration} iterations; "
                               f"raise --max-iterations and pass --resume")
         if mcd.stop_after is not None and ran >= mcd.stop_after:
             emit(f"stopping after {ran} iteration(s) of this run (--stop-after); continue with --resume")
-            return SearchResult(current, values_of(current), score, iteration,
-                                elapsed_before + time.perf_counter() - t0, False)
-        iteration += 1
+            return SearchResult(progress.config, values_of(progress.config), progress.score, progress.iteration,
+                                progress.elapsed(), False)
         ran += 1
-        t_iter = time.perf_counter()
-        now = values_of(current)
-        targets = {c.name: mcd.schedule.target(iteration, now[c.name], initial[c.name], c.limit)
-                   for c in constraints}
-        candidates: list[Candidate] | None = None
-        if is_main:
-            candidates = generate_candidates(space, current, constraints, targets, rng, mcd.candidates, mcd.layers)
-        candidates = broadcast(candidates)
-        t_gen = time.perf_counter() - t_iter
-        scores = score_all([c.config for c in candidates], scorer)
-        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
-        current, score = candidates[best].config, scores[best]
-        best_values = values_of(current)
-        elapsed = elapsed_before + time.perf_counter() - t0
-        _append(out, is_main, {
-            "iteration": iteration, "targets": targets, "best": best, "config": current.to_dict(),
-            "values": best_values, "score": score, "elapsed_s": round(elapsed, 3),
-            "generate_s": round(t_gen, 3), "score_s": round(time.perf_counter() - t_iter - t_gen, 3),
-            "candidates": [{**c.to_dict(), "score": s} for c, s in zip(candidates, scores)],
-        })
+        _iterate(space, constraints, scorer, mcd, progress, files, values_of, emit)
         checkpoint(done=False)
-        target_text = " ".join(f"{n}<={t / 1e6:.3f}M" if n == "macs" else f"{n}<={t:.3f}"
-                               for n, t in targets.items())
-        emit(f"iter {iteration}: target {target_text} | best {describe_values(best_values)} "
-             f"score={score:.4f} | {len(candidates)} candidates | {elapsed:.1f}s")
 
-    final_values = values_of(current)
-    elapsed = elapsed_before + time.perf_counter() - t0
+    final_values = values_of(progress.config)
+    elapsed = progress.elapsed()
     checkpoint(done=True)
-    if is_main:
-        _write_json(out / FINAL, final_record(space, current, final_values, score, limits=limits,
-                                              iterations=iteration, search_time_s=round(elapsed, 3),
-                                              mcd=mcd.identity(), meta=dict(meta or {})))
-    emit(f"done after {iteration} iteration(s), {elapsed:.1f}s: {describe_values(final_values)} "
-         f"score={score:.4f} -> {out / FINAL}")
-    return SearchResult(current, final_values, score, iteration, elapsed, True)
+    files.write_final(final_record(space, progress.config, final_values, progress.score, limits=limits,
+                                   iterations=progress.iteration, search_time_s=round(elapsed, 3),
+                                   mcd=mcd.identity(), meta=meta))
+    emit(f"done after {progress.iteration} iteration(s), {elapsed:.1f}s: {describe_values(final_values)} "
+         f"score={progress.score:.4f} -> {files.out / FINAL}")
+    return SearchResult(progress.config, final_values, progress.score, progress.iteration, elapsed, True)
 
 
-def _append(out: Path, is_main: bool, record: dict) -> None:
-    if is_main:
-        with open(out / HISTORY, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+def _begin(space: SearchSpace, scorer: Scorer, files: SearchFiles, identity: Mapping[str, Any], values_of: _Values,
+           seed: int, start: SubnetConfig | None, resume: bool, emit: Callable[[str], None]) -> _Progress:
+    """The progress to continue from: the checkpoint of `files` (resume) or the scored start network."""
+    t0 = time.perf_counter()
+    files.check(resume)
+    state = distributed.broadcast(files.read_state() if resume and files.writer else None)  # rank 0 reads
+    if state is not None:
+        files.check_resumable(state, identity)  # on every rank: all of them stop on a mismatch
+        progress = _Progress.from_state(state, seed, t0)
+        files.rewind_history(progress.iteration)
+        emit(f"resuming {files.out} at iteration {progress.iteration}: "
+             f"{describe_values(values_of(progress.config))} score={progress.score:.4f}")
+        return progress
+    files.start_history()
+    current = space.canonical(start or space.max_config())
+    space.validate(current)
+    initial = values_of(current)
+    score = score_all([current], scorer)[0]
+    emit(f"iter 0: start {describe_values(initial)} score={score:.4f}")
+    files.append_history({"iteration": 0, "config": current.to_dict(), "values": initial, "score": score,
+                          "elapsed_s": round(time.perf_counter() - t0, 3)})
+    return _Progress(current, score, 0, initial, random.Random(seed), 0.0, t0)
 
 
-def _check_resumable(state: Mapping, space: SearchSpace, limits: Mapping[str, float], mcd: MCDConfig,
-                     out: Path) -> None:
-    if state.get("format") != STATE_FORMAT:
-        raise SearchError(f"{out / STATE}: unknown checkpoint format {state.get('format')!r}")
-    if state["space"] != space.name:
-        raise SearchError(f"--resume: {out} searched space {state['space']!r}, not {space.name!r}")
-    if {k: float(v) for k, v in state["limits"].items()} != {k: float(v) for k, v in limits.items()}:
-        raise SearchError(f"--resume: {out} searched for {state['limits']}, not {dict(limits)}; "
-                          "use the same targets or another --out")
-    if state["mcd"] != json.loads(json.dumps(mcd.identity())):
-        raise SearchError(f"--resume: {out} was searched with {state['mcd']}, not {mcd.identity()}")
+def _iterate(space: SearchSpace, constraints: Sequence[Constraint], scorer: Scorer, mcd: MCDConfig,
+             progress: _Progress, files: SearchFiles, values_of: _Values, emit: Callable[[str], None]) -> None:
+    """One MCD iteration: targets, candidates (rank 0, broadcast), scores (split), the best wins."""
+    progress.iteration += 1
+    t_iter = time.perf_counter()
+    now = values_of(progress.config)
+    targets = {c.name: mcd.schedule.target(progress.iteration, now[c.name], progress.initial[c.name], c.limit)
+               for c in constraints}
+    candidates: list[Candidate] | None = None
+    if files.writer:
+        candidates = generate_candidates(space, progress.config, constraints, targets, progress.rng,
+                                         mcd.candidates, mcd.layers)
+    candidates = distributed.broadcast(candidates)
+    t_gen = time.perf_counter() - t_iter
+    scores = score_all([c.config for c in candidates], scorer)
+    best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+    progress.config, progress.score = candidates[best].config, scores[best]
+    best_values = values_of(progress.config)
+    elapsed = progress.elapsed()
+    files.append_history({
+        "iteration": progress.iteration, "targets": targets, "best": best, "config": progress.config.to_dict(),
+        "values": best_values, "score": progress.score, "elapsed_s": round(elapsed, 3),
+        "generate_s": round(t_gen, 3), "score_s": round(time.perf_counter() - t_iter - t_gen, 3),
+        "candidates": [{**c.to_dict(), "score": s} for c, s in zip(candidates, scores)],
+    })
+    emit(f"iter {progress.iteration}: target {_describe_targets(targets)} | best {describe_values(best_values)} "
+         f"score={progress.score:.4f} | {len(candidates)} candidates | {elapsed:.1f}s")

@@ -9,55 +9,41 @@ The task of the checkpoint's space (`search/tasks.py`) decides the data splits a
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from lut_db import DEFAULT_RUNTIME_OPTIONS, LatencyTable
+from profiler.agents import open_agent
+from search import distributed
+from search.checkpoint import load_supernet
+from search.data import make_loader
 from search.errors import SearchError
 from search.spaces.space import SearchSpace
+from search.tasks import Task, task_of
 
+from .files import SearchFiles
 from .metrics import Constraint, LutLatencyMetric, MacsMetric, MeasuredLatencyMetric, Metric
-from .search import MCDConfig, SearchResult, check_out_dir, run_mcd
+from .request import SearchRequest
+from .scoring import SupernetScorer
+from .search import SearchResult, run_mcd
 
 METRICS = ("lut", "macs", "measured")
 
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """Everything `nas-search search` is asked (paths, targets, options)."""
-
-    supernet: Path
-    out: Path
-    db: Path | None = None
-    device: str | None = None  # device_id of the LUT slice
-    runtime: str = "tflite"
-    runtime_options: str | None = None  # None: the LUT's default (threads=1;delegate=xnnpack)
-    target_latency_ms: float | None = None
-    target_macs: float | None = None
-    metric: str = "lut"  # what the latency target is read from: lut | measured; macs: MAC-only search
-    measure_device: str = "local"  # agent for --metric measured: local or an adb serial
-    interpolate: bool = False  # estimate LUT keys missing from the slice instead of failing
-    space: str | None = None  # expected space (None: the checkpoint's)
-    task: str | None = None  # expected task (None: the space's); classification | depth
-    score: str | None = None  # score metric (None: the task's: top1; depth rmse, or delta1)
-    data: str | None = None  # None: the dataset the super-network was trained on
-    holdout_size: int | None = None  # None: the holdout the super-network was trained without
-    calib_batches: int = 10  # BN recalibration batches per candidate (OFA uses ~2k images; 10 x 128 here)
-    batch_size: int = 128
-    mcd: MCDConfig = field(default_factory=MCDConfig)
-    resume: bool = False
+__all__ = ["METRICS", "Prepared", "SearchRequest", "build_scorer", "prepare", "search"]
 
 
 @dataclass
 class Prepared:
+    """A checked request, loaded: the space, its super-network, the constraints and metrics."""
+
     space: SearchSpace
-    supernet: object
-    checkpoint_meta: dict
+    supernet: object  # the trained super-network (eval mode), of `space`'s family
+    checkpoint_meta: dict  # the checkpoint's meta (e.g. ``train_config``)
     constraints: list[Constraint]
     report_metrics: list[Metric]
-    meta: dict
-    task: object = None  # search.tasks: ClassificationTask or DepthTask
+    meta: dict  # stored in state.json / final.json; `build_scorer` adds data and holdout_size
+    task: Task
 
 
 def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepared:
@@ -72,9 +58,8 @@ def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepa
     for name, value in (("--target-latency-ms", request.target_latency_ms), ("--target-macs", request.target_macs)):
         if value is not None and not value > 0:
             raise SearchError(f"{name} must be > 0, got {value}")
-    check_out_dir(request.out, request.resume)
+    SearchFiles(request.out).check(request.resume)
     space, supernet, ckpt_meta = _load_supernet(request)
-    from search.tasks import task_of
     task = task_of(space, request.task, score_metric=request.score)
 
     table = None
@@ -86,7 +71,7 @@ def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepa
     lut_metric = LutLatencyMetric(space, table) if table is not None else None
     if request.target_latency_ms is not None:
         if request.metric == "measured":
-            metric: Metric = MeasuredLatencyMetric(space, _open_agent(request.measure_device), request.runtime,
+            metric: Metric = MeasuredLatencyMetric(space, open_agent(request.measure_device), request.runtime,
                                                    workdir=Path(request.out) / "measured")
         else:
             metric = lut_metric
@@ -108,8 +93,12 @@ def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepa
 
 
 def search(request: SearchRequest, log: Callable[[str], None] = print, scorer=None) -> SearchResult:
-    """Check, then run MCD; `scorer` replaces the super-network scorer (tests, other tasks)."""
-    _init_distributed()
+    """Check, then run MCD; `scorer` replaces the super-network scorer (tests, other tasks).
+
+    Under torchrun every rank calls this (gloo: candidates are scored on CPU); rank 0 writes
+    the search folder, ``request.json`` (the request, for the report) included.
+    """
+    distributed.init_from_env("cpu")
     prepared = prepare(request, log)
     if scorer is None:
         scorer = build_scorer(request, prepared)
@@ -118,28 +107,18 @@ def search(request: SearchRequest, log: Callable[[str], None] = print, scorer=No
         f"{c.name} <= {c.limit:g} ({c.metric.describe()})" for c in prepared.constraints)
         + f"; J={request.mcd.candidates} L={request.mcd.layers} seed={request.mcd.seed}"
         + (f", holdout {holdout} images" if holdout else ""))
+    files = SearchFiles(request.out)
+    files.write_request(request.to_dict())
     result = run_mcd(prepared.space, prepared.constraints, scorer, request.out, request.mcd, resume=request.resume,
                      report_metrics=prepared.report_metrics, log=log, meta=prepared.meta)
-    if result.done and prepared.task.records_holdout_metrics and hasattr(scorer, "metrics"):
-        _add_holdout_metrics(Path(request.out), scorer.metrics(result.config), log)
+    if result.done and prepared.task.records_holdout_metrics and hasattr(scorer, "metrics") and files.writer:
+        metrics = scorer.metrics(result.config)  # every held-out metric of the task (e.g. RMSE and δ1)
+        files.add_to_final(holdout_metrics=metrics)
+        log("held-out: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return result
 
 
-def _add_holdout_metrics(out: Path, metrics: dict, log: Callable[[str], None]) -> None:
-    """Every held-out metric of the searched network (e.g. RMSE and δ1) into final.json (rank 0)."""
-    import json
-
-    from .scoring import world
-    from .search import FINAL, _write_json
-    if world()[0] != 0:
-        return
-    final = json.loads((out / FINAL).read_text(encoding="utf-8"))
-    final["holdout_metrics"] = metrics
-    _write_json(out / FINAL, final)
-    log("held-out: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-
-
-def build_scorer(request: SearchRequest, prepared: Prepared):
+def build_scorer(request: SearchRequest, prepared: Prepared) -> SupernetScorer:
     """Super-network scorer on the held-out split (BN recalibrated on training batches).
 
     The held-out images must be ones the super-network never trained on: the ``holdout``
@@ -147,8 +126,6 @@ def build_scorer(request: SearchRequest, prepared: Prepared):
     data sets' holdout split is fixed and its first n images are used), so the search may
     use fewer held-out images than training set aside, never more.
     """
-    from search.data import make_loader
-
     space, task = prepared.space, prepared.task
     image_hw = space.spec.input_hw
     train_cfg = dict(prepared.checkpoint_meta.get("train_config") or {})
@@ -165,7 +142,7 @@ def build_scorer(request: SearchRequest, prepared: Prepared):
     prepared.meta.update(holdout_size=len(holdout_set), data=data)
     holdout_loader = make_loader(holdout_set, request.batch_size, shuffle=False)
     calib_loader = make_loader(train_set, request.batch_size, shuffle=True, seed=0)  # same images every time
-    return task.scorer(prepared.supernet, holdout_loader, calib_loader, request.calib_batches)
+    return SupernetScorer.for_task(task, prepared.supernet, holdout_loader, calib_loader, request.calib_batches)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -173,7 +150,6 @@ def _load_supernet(request: SearchRequest):
     path = Path(request.supernet)
     if not path.is_file():
         raise SearchError(f"--supernet {path}: no such file (train one with `nas-search train`)")
-    from search.checkpoint import load_supernet
     space, supernet, meta = load_supernet(path)
     if request.space is not None and request.space != space.name:
         raise SearchError(f"--supernet {path} is a super-network of space {space.name!r}, not {request.space!r}")
@@ -181,8 +157,7 @@ def _load_supernet(request: SearchRequest):
     return space, supernet, dict(meta or {})
 
 
-def _load_table(request: SearchRequest, space: SearchSpace):
-    from lut_db import DEFAULT_RUNTIME_OPTIONS, LatencyTable
+def _load_table(request: SearchRequest, space: SearchSpace) -> LatencyTable:
     if request.db is None or request.device is None:
         raise SearchError("a latency target read from the LUT needs --db and --device "
                           "(or --metric measured, or --metric macs with --target-macs)")
@@ -215,23 +190,3 @@ def _check_reachable(space: SearchSpace, constraints: list[Constraint]) -> None:
             unit = c.metric.unit
             raise SearchError(f"target {c.name} <= {c.limit:g} {unit} is unreachable: the smallest network of "
                               f"{space.name} is at {floor:.4g} {unit} ({c.metric.describe()})")
-
-
-def _open_agent(spec: str):
-    if spec == "local":
-        from device_agents.local import LocalAgent
-        return LocalAgent()
-    try:
-        from profiler.agents import open_agent
-    except ImportError:
-        raise SearchError(f"--measure-device {spec}: only 'local' is supported by this build") from None
-    return open_agent(spec)
-
-
-def _init_distributed() -> None:
-    """Join the torchrun process group (gloo on CPU) when launched with several processes."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")

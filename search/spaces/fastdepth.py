@@ -1,4 +1,4 @@
-"""FastDepth-based depth-estimation spaces (Wofk et al., ICRA 2019): tables plus one builder.
+"""FastDepth-based depth-estimation spaces (Wofk et al., ICRA 2019): `DepthSearchSpace` and the spec factories.
 
 The network is MobileNetV1 layers 0-13 (encoder, ReLU6) and the NNConv5 decoder (ReLU):
 five stages of 5x5 depthwise + 1x1 pointwise + nearest x2 upsampling, with additive skips
@@ -30,48 +30,19 @@ How the space is searched (the decisions, see also docs/depth.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
+
+from torch import nn
 
 from lut_db.layer_key import LayerConfig
 
+from . import keys
 from .blocks import encode_block
-from .registry import register_space
-from .space import ResolvedBlock, SearchSpace, SearchSpaceSpec, SubnetConfig, _conv, _dw
+from .config import DecoderStage, DepthSpaceSpec, ResolvedBlock, SubnetConfig
+from .fastdepth_net import FastDepthNet
+from .space import SearchSpace
 
 _DEC_ACTS = {"re": "relu", "r6": "relu6", "hs": "hswish"}
-
-
-@dataclass(frozen=True)
-class DepthSpaceSpec(SearchSpaceSpec):
-    """A `SearchSpaceSpec` (encoder) plus decoder stage strings.
-
-    Decoder stage string: ``nn_k5_c256_re_x5``: nearest-neighbour stage, depthwise kernel 5,
-    256 pointwise filters at full width, ReLU, additive skip from encoder layer 5 after the
-    upsampling (``x<i>`` optional; FastDepth numbering, 0 = stem). The head is a 1x1 conv to
-    ``num_classes`` (= 1) output channels with activation ``head_act``.
-    """
-
-    decoder: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DecoderStage:
-    """One resolved decoder stage: dw k x k on `in_var` channels, pw to `out_var`, upsample, [skip]."""
-
-    name: str  # d1..d5
-    in_hw: tuple[int, int]
-    kernel: int
-    act: str
-    in_var: str
-    out_var: str  # own variable, or the tied encoder stream variable when `skip` is set
-    skip: str | None  # encoder block name whose output is added (``stem`` or ``s0.bN``)
-    skip_layer: int | None  # the same in FastDepth's layer numbering (0 = stem)
-    upsample: int = 2
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return self.in_hw[0] * self.upsample, self.in_hw[1] * self.upsample
 
 
 def decode_stage(text: str) -> dict:
@@ -100,6 +71,7 @@ class DepthSearchSpace(SearchSpace):
     """
 
     spec: DepthSpaceSpec
+    blockwise_layout = False  # encoder layers and decoder stages, not `block_layers` + `head_layers`
 
     def __init__(self, spec: DepthSpaceSpec):
         if not isinstance(spec, DepthSpaceSpec) or not spec.decoder:
@@ -108,9 +80,8 @@ class DepthSearchSpace(SearchSpace):
         super().__init__(spec)
 
     # ----------------------------------------------------------------- resolution
-    def _resolve(self) -> None:
-        super()._resolve()
-        del self.width_vars["head.fc"]  # no classifier head in a depth network
+    def _resolve_head(self) -> None:
+        """The decoder stages and the 1x1 head instead of a classifier (no ``head.fc`` width)."""
         by_layer = {0: self.stem, **{i + 1: b for i, b in enumerate(self.blocks)}}
         hw, stream = self.final_hw, self.final_stream
         for index, text in enumerate(self.spec.decoder, start=1):
@@ -182,8 +153,7 @@ class DepthSearchSpace(SearchSpace):
     def layer_configs(self, config: SubnetConfig) -> list[LayerConfig]:
         """LUT keys in execution order: stem, encoder blocks, decoder stages, head."""
         w = config.widths
-        stem = self.stem
-        layers = [_conv(stem.in_hw, self.spec.in_channels, w["stem"], stem.default_kernel, stem.stride, stem.act)]
+        layers = [self.stem_layer(w["stem"])]
         for block in self.blocks:
             cin, _, out, _ = self.block_widths(block, config)
             if block.residual and out == 0:
@@ -195,37 +165,35 @@ class DepthSearchSpace(SearchSpace):
         return layers
 
     def _encoder_layers(self, block: ResolvedBlock, cin: int, out: int) -> list[LayerConfig]:
-        layers = [_dw(block.in_hw, cin, block.default_kernel, block.stride, block.act),
-                  _conv(block.out_hw, cin, out, 1, 1, block.act)]
+        layers = [keys.dwconv(block.in_hw, cin, block.default_kernel, block.stride, block.act),
+                  keys.conv(block.out_hw, cin, out, 1, 1, block.act)]
         if block.residual and out < cin:  # CBC bypass of channels out..cin (costed as an add key)
-            layers.append(LayerConfig("add", *block.out_hw, cin=out, cout=cin))
+            layers.append(keys.add(block.out_hw, out, cin))
         return layers
 
     def _stage_layers(self, stage: DecoderStage, cin: int, out: int) -> list[LayerConfig]:
-        layers = [_dw(stage.in_hw, cin, stage.kernel, 1, stage.act),
-                  _conv(stage.in_hw, cin, out, 1, 1, stage.act),
-                  LayerConfig("upsample", *stage.in_hw, cin=out, cout=out, stride=stage.upsample)]
+        layers = [keys.dwconv(stage.in_hw, cin, stage.kernel, 1, stage.act),
+                  keys.conv(stage.in_hw, cin, out, 1, 1, stage.act),
+                  keys.upsample(stage.in_hw, out, stage.upsample)]
         if stage.skip:
-            layers.append(LayerConfig("add", *stage.out_hw, cin=out, cout=out))
+            layers.append(keys.add(stage.out_hw, out, out))
         return layers
 
     def _head_layer(self, cin: int) -> LayerConfig:
-        return _conv(self.output_hw, cin, self.spec.num_classes, 1, 1, self.spec.head_act)
+        return keys.conv(self.output_hw, cin, self.spec.num_classes, 1, 1, self.spec.head_act)
 
     def all_layer_configs(self) -> set[LayerConfig]:
         """Every distinct LUT key any subnet can need (the `full` plan)."""
         choices = {n: [c for c in v.choices if c > 0] for n, v in self.width_vars.items()}
-        stem = self.stem
-        keys = {_conv(stem.in_hw, self.spec.in_channels, c, stem.default_kernel, stem.stride, stem.act)
-                for c in choices["stem"]}
+        found = {self.stem_layer(c) for c in choices["stem"]}
         for block in self.blocks:
-            keys.update(self._encoder_keys(block, choices))
+            found.update(self._encoder_keys(block, choices))
         for stage in self.decoder:
             for cin in choices[stage.in_var]:
                 for out in choices[stage.out_var]:
-                    keys.update(self._stage_layers(stage, cin, out))
-        keys.update(self._head_layer(c) for c in choices[self.decoder_stream])
-        return keys
+                    found.update(self._stage_layers(stage, cin, out))
+        found.update(self._head_layer(c) for c in choices[self.decoder_stream])
+        return found
 
     def _encoder_keys(self, block: ResolvedBlock, choices: Mapping[str, list[int]]) -> Iterator[LayerConfig]:
         for cin in choices[block.in_var]:
@@ -233,6 +201,11 @@ class DepthSearchSpace(SearchSpace):
                 if block.residual and out > cin:
                     continue  # canonical clamps a CBC width to the stream
                 yield from self._encoder_layers(block, cin, out)
+
+    # ----------------------------------------------------------------- networks
+    def build_subnet(self, config: SubnetConfig, dropout: float = 0.0) -> nn.Module:
+        """Randomly initialised standalone `FastDepthNet` (`dropout` is accepted for API parity, unused)."""
+        return FastDepthNet(self, config)
 
 
 def _encoder(widths: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
@@ -248,7 +221,6 @@ def _decoder(widths: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(f"nn_k5_c{c}_re{s}" for c, s in zip(widths, skips))
 
 
-@register_space
 def fastdepth() -> DepthSpaceSpec:
     """FastDepth (MobileNet + NNConv5 + skip add) as the largest network, NYU Depth v2 224x224."""
     stem, blocks = _encoder((32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024))
@@ -261,7 +233,6 @@ def fastdepth() -> DepthSpaceSpec:
     )
 
 
-@register_space
 def fastdepth_tiny() -> DepthSpaceSpec:
     """FastDepth's topology narrowed for tests and the demo: 64x64 input, full LUT of a few hundred keys."""
     stem, blocks = _encoder((16, 16, 24, 24, 32, 32, 48, 48, 48, 48, 48, 48, 64, 64))
@@ -272,6 +243,3 @@ def fastdepth_tiny() -> DepthSpaceSpec:
         kernel_choices=(3,), head_act="relu", task="depth",
         decoder=_decoder((48, 32, 24, 16, 16)),
     )
-
-
-DepthSpaceSpec.space_class = DepthSearchSpace  # read by `registry.get_space` (not a dataclass field)

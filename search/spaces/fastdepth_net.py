@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import DecoderStage, ResolvedBlock, ResolvedDepthSpace, SubnetConfig
 from .ops import ConvBNAct, ResidualAdd, Upsample
-from .fastdepth import DecoderStage, DepthSearchSpace
-from .space import ResolvedBlock, SubnetConfig
 from .subnet import module_name
 
 
@@ -67,9 +66,10 @@ class FastDepthNet(nn.Module):
     """Encoder (stem + MobileNetV1 layers, CBC-removed ones absent), NNConv5 decoder, 1x1 head.
 
     Input: (N, 3, H, W) RGB in [0, 1]; output: (N, 1, H, W) depth in metres (ReLU: >= 0).
+    Built by `DepthSearchSpace.build_subnet`.
     """
 
-    def __init__(self, space: DepthSearchSpace, config: SubnetConfig):
+    def __init__(self, space: ResolvedDepthSpace, config: SubnetConfig):
         super().__init__()
         space.validate(config)
         config = space.canonical(config)
@@ -109,7 +109,3 @@ class FastDepthNet(nn.Module):
             x = stage(x, saved.get(self.skip_of.get(name, ""), None))
         return self.head(x)
 
-
-def build_depth_subnet(space: DepthSearchSpace, config: SubnetConfig, dropout: float = 0.0) -> FastDepthNet:
-    """Randomly initialised standalone depth network (`dropout` is accepted for API parity, unused)."""
-    return FastDepthNet(space, config)

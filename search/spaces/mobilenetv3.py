@@ -1,11 +1,9 @@
-"""MobileNetV3-based classification spaces (tables only; one builder serves all)."""
+"""MobileNetV3-based classification spaces: spec factories only (`registry.py` lists and resolves them)."""
 from __future__ import annotations
 
-from .registry import register_space
-from .space import SearchSpaceSpec
+from .config import SearchSpaceSpec
 
 
-@register_space
 def mbv3_large() -> SearchSpaceSpec:
     """MobileNetV3-Large x1.0 as the largest network (Howard et al. 2019, Table 1), 224x224 ImageNet.
 
@@ -31,7 +29,6 @@ def mbv3_large() -> SearchSpaceSpec:
     )
 
 
-@register_space
 def mbv3_tiny() -> SearchSpaceSpec:
     """A small MobileNetV3-style space for the embedded demo: 32x32 images, 10 classes.
 

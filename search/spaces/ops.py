@@ -1,15 +1,19 @@
 """PyTorch modules for each LUT op kind, shared by the profiler and the networks.
 
-The profiler exports `build_layer(cfg)` alone; `subnet.py` composes the same
+The profiler exports `build_layer(cfg)` alone (one builder per op kind of
+`lut_db/op_kinds.py`, in `BUILDERS`); `subnet.py` and `fastdepth_net.py` compose the same
 classes into whole networks, so a whole network is exactly the sum of LUT layers plus
 what the runtime does between them. BatchNorm is folded by both exporters.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from lut_db.layer_key import LayerConfig
+from lut_db.op_kinds import IMAGE, OP_KINDS
 
 
 def make_act(name: str) -> nn.Module:
@@ -91,25 +95,33 @@ class Upsample(nn.Module):
         return nn.functional.interpolate(x, scale_factor=self.factor, mode="nearest")
 
 
+#: LUT op kind -> the module of one key (BN statistics still at their defaults).
+BUILDERS: dict[str, Callable[[LayerConfig], nn.Module]] = {
+    "conv": lambda c: ConvBNAct(c.cin, c.cout, c.kernel, c.stride, c.groups, c.act),
+    "dwconv": lambda c: ConvBNAct(c.cin, c.cout, c.kernel, c.stride, c.groups, c.act),
+    "se": lambda c: SqueezeExcite(c.cin, c.hidden),
+    "add": lambda c: ResidualAdd(c.cin, c.cout),
+    "gap": lambda c: GlobalPool(),
+    "linear": lambda c: LinearAct(c.cin, c.cout, c.act),
+    "upsample": lambda c: Upsample(c.stride),
+}
+if set(BUILDERS) != set(OP_KINDS):
+    raise ValueError(f"search/spaces/ops.py: builders for {sorted(BUILDERS)} but the LUT op kinds are "
+                     f"{sorted(OP_KINDS)} (lut_db/op_kinds.py)")
+
+
+def example_inputs(cfg: LayerConfig) -> tuple[torch.Tensor, ...]:
+    """Random inputs of one LUT key, shaped by its op kind's declared `inputs` (`lut_db/op_kinds.py`):
+    the first has `cin` channels, a second image (``add``) is the `cout`-wide stream."""
+    channels = (cfg.cin, cfg.cout)
+    return tuple(torch.randn(1, channels[i], cfg.h, cfg.w) if kind == IMAGE else torch.randn(1, channels[i])
+                 for i, kind in enumerate(OP_KINDS[cfg.op].inputs))
+
+
 def build_layer(cfg: LayerConfig) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The module of one LUT key, in eval mode, with example NCHW (or NC) inputs."""
-    image = torch.randn(1, cfg.cin, cfg.h, cfg.w)
-    if cfg.op in ("conv", "dwconv"):
-        module = ConvBNAct(cfg.cin, cfg.cout, cfg.kernel, cfg.stride, cfg.groups, cfg.act)
-        inputs = (image,)
-    elif cfg.op == "se":
-        module, inputs = SqueezeExcite(cfg.cin, cfg.hidden), (image,)
-    elif cfg.op == "add":
-        module = ResidualAdd(cfg.cin, cfg.cout)
-        inputs = (image, torch.randn(1, cfg.cout, cfg.h, cfg.w))
-    elif cfg.op == "gap":
-        module, inputs = GlobalPool(), (image,)
-    elif cfg.op == "linear":
-        module, inputs = LinearAct(cfg.cin, cfg.cout, cfg.act), (torch.randn(1, cfg.cin),)
-    elif cfg.op == "upsample":
-        module, inputs = Upsample(cfg.stride), (image,)
-    else:
-        raise ValueError(f"no PyTorch builder for op {cfg.op!r}")
+    inputs = example_inputs(cfg)  # inputs, then weights: the order of the random draws under a seed
+    module = BUILDERS[cfg.op](cfg)
     _randomize_bn(module)
     return module.eval(), inputs
 

@@ -18,118 +18,28 @@ Width variables (what MCD shrinks):
 - ``head.fc``: width of the last hidden fully connected layer.
 Widths take values ``{g, 2g, ...} ∪ {max}`` (g = granularity), plus 0 where CBC allows.
 
-Everything here is torch-free: the profiler enumerates LUT keys from it, and
-`search/spaces/subnet.py` builds the PyTorch network from the same resolved blocks.
+The profiler enumerates LUT keys from it (`layer_configs`, or per part `stem_layer`,
+`block_layers`, `head_layers`), and `build_subnet` builds the PyTorch network
+(`search/spaces/subnet.py`) from the same resolved blocks. The torch-free data classes
+live in `search/spaces/config.py`.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+
+from torch import nn
 
 from lut_db.layer_key import LayerConfig
 
+from . import keys
 from .blocks import BlockSpec, decode_block, encode_block
+from .config import ResolvedBlock, SearchSpaceSpec, SubnetConfig, WidthVar, make_divisible, se_hidden
+from .subnet import SubnetModel
 
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round to the nearest multiple of `divisor`, not below 90% of `value` (MobileNet rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
-def se_hidden(channels: int) -> int:
-    """SE reduction width for `channels` (MobileNetV3: 1/4, multiple of 8)."""
-    return make_divisible(channels / 4, 8)
-
-
-@dataclass(frozen=True)
-class SearchSpaceSpec:
-    """The table a person writes. Widths are at ``width_mult = 1``."""
-
-    name: str
-    description: str
-    input_hw: tuple[int, int]
-    stem: str  # a `cn` block string
-    stages: tuple[tuple[str, ...], ...]
-    head_fc: int  # hidden FC width after global pooling (MobileNetV3: 1280)
-    num_classes: int
-    kernel_choices: tuple[int, ...] = (3, 5, 7)  # depthwise kernels; smaller = centre of the largest
-    granularity: int = 8  # channel step of every width choice
-    width_mult: float = 1.0  # scales every max width (rounded to granularity)
-    in_channels: int = 3
-    head_act: str = "hswish"
-    task: str = "classification"  # or "depth"; picks datasets, losses and metrics
-
-
-@dataclass(frozen=True)
-class WidthVar:
-    """One searchable width: values are `choices` (ascending)."""
-
-    name: str
-    max: int
-    choices: tuple[int, ...]
-    zero_allowed: bool  # True where CBC can remove the layer
-
-
-@dataclass(frozen=True)
-class ResolvedBlock:
-    """One block of the resolved space, with the width variables it reads."""
-
-    name: str
-    kind: str  # cn, ds, ir
-    in_hw: tuple[int, int]
-    stride: int
-    act: str
-    se: bool
-    residual: bool  # stride 1 and same stream width: CBC applies
-    in_var: str  # width var giving the input (stream) channels
-    expand_var: str | None  # ir only
-    out_var: str  # stream width (non-residual) or CBC width (residual)
-    stream_var: str  # stream width after the block (== in_var for residual blocks)
-    kernel_choices: tuple[int, ...]  # () for cn blocks
-    default_kernel: int
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return -(-self.in_hw[0] // self.stride), -(-self.in_hw[1] // self.stride)
-
-
-@dataclass(frozen=True, eq=False)
-class SubnetConfig:
-    """A sub-network: channels per width variable and kernel per block (plain dicts)."""
-
-    widths: Mapping[str, int]
-    kernels: Mapping[str, int] = field(default_factory=dict)
-
-    def _items(self) -> tuple:
-        return tuple(sorted(self.widths.items())), tuple(sorted(self.kernels.items()))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SubnetConfig) and self._items() == other._items()
-
-    def __hash__(self) -> int:
-        return hash(self._items())
-
-    def replace(self, widths: Mapping[str, int] | None = None, kernels: Mapping[str, int] | None = None) -> "SubnetConfig":
-        return SubnetConfig({**self.widths, **(widths or {})}, {**self.kernels, **(kernels or {})})
-
-    def to_dict(self) -> dict:
-        return {"widths": dict(self.widths), "kernels": dict(self.kernels)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "SubnetConfig":
-        if not isinstance(data, Mapping) or "widths" not in data:
-            raise ValueError("subnet config: expected an object with 'widths' (and 'kernels')")
-        return cls({str(k): int(v) for k, v in data["widths"].items()},
-                   {str(k): int(v) for k, v in data.get("kernels", {}).items()})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+__all__ = ["SearchSpace", "SearchSpaceSpec", "ResolvedBlock", "SubnetConfig", "WidthVar", "make_divisible",
+           "se_hidden"]
 
 
 def _width_choices(max_width: int, granularity: int, zero_allowed: bool) -> tuple[int, ...]:
@@ -139,6 +49,10 @@ def _width_choices(max_width: int, granularity: int, zero_allowed: bool) -> tupl
 
 class SearchSpace:
     """A resolved search space: blocks, width variables, and the LUT keys of any subnet."""
+
+    #: True when ``layer_configs(cfg) == [stem_layer] + block_layers of every kept block + head_layers``,
+    #: so a predictor may cache latencies per stem width, per block and per head (`profiler/predictor.py`).
+    blockwise_layout: bool = True
 
     def __init__(self, spec: SearchSpaceSpec):
         self.spec = spec
@@ -184,7 +98,11 @@ class SearchSpace:
                     block_index += 1
         self.final_hw = hw
         self.final_stream = stream
-        self._add_var("head.fc", self._scaled(spec.head_fc), False)
+        self._resolve_head()
+
+    def _resolve_head(self) -> None:
+        """Resolve what follows the last block (`final_hw`, `final_stream`): here the classifier's FC width."""
+        self._add_var("head.fc", self._scaled(self.spec.head_fc), False)
 
     def _resolve_block(self, name: str, block: BlockSpec, hw, stride: int, stream: str) -> ResolvedBlock:
         in_max = self.width_vars[stream].max
@@ -290,51 +208,55 @@ class SearchSpace:
 
     # ----------------------------------------------------------------- LUT keys
     def layer_configs(self, config: SubnetConfig) -> list[LayerConfig]:
-        """LUT keys of every layer of `config`, in execution order. Sum of their latencies = prediction."""
-        stem = self.stem
-        layers = [_conv(stem.in_hw, self.spec.in_channels, config.widths["stem"], stem.default_kernel, stem.stride,
-                        stem.act)]
+        """LUT keys of every layer of `config`, in execution order. Sum of their latencies = prediction.
+
+        Block-wise: the stem, each kept block's `block_layers`, then `head_layers` (see `blockwise_layout`).
+        """
+        layers = [self.stem_layer(config.widths["stem"])]
         for block in self.blocks:
             cin, expand, out, _ = self.block_widths(block, config)
             if block.residual and out == 0:
                 continue
-            layers.extend(self._block_layers(block, cin, expand, out, config.kernels.get(block.name, 0)))
-        layers.extend(self._head_layers(config.widths[self.final_stream], config.widths["head.fc"]))
+            layers.extend(self.block_layers(block, cin, expand, out, config.kernels.get(block.name, 0)))
+        layers.extend(self.head_layers(config.widths[self.final_stream], config.widths["head.fc"]))
         return layers
 
-    def _block_layers(self, block: ResolvedBlock, cin: int, expand: int, out: int, kernel: int) -> list[LayerConfig]:
+    def stem_layer(self, width: int) -> LayerConfig:
+        """LUT key of the stem conv with `width` filters."""
+        stem = self.stem
+        return keys.conv(stem.in_hw, self.spec.in_channels, width, stem.default_kernel, stem.stride, stem.act)
+
+    def block_layers(self, block: ResolvedBlock, cin: int, expand: int, out: int, kernel: int) -> list[LayerConfig]:
+        """LUT keys of one kept block at these widths (channels) and depthwise `kernel`, in execution order."""
         if block.kind == "cn":
-            return [_conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)]
+            return [keys.conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)]
         layers = []
         if block.kind == "ir":
-            layers.append(_conv(block.in_hw, cin, expand, 1, 1, block.act))
-        layers.append(_dw(block.in_hw, expand, kernel, block.stride, block.act))
+            layers.append(keys.conv(block.in_hw, cin, expand, 1, 1, block.act))
+        layers.append(keys.dwconv(block.in_hw, expand, kernel, block.stride, block.act))
         if block.se:
-            layers.append(_se(block.out_hw, expand))
-        layers.append(_conv(block.out_hw, expand, out, 1, 1, "none"))
+            layers.append(keys.se(block.out_hw, expand))
+        layers.append(keys.conv(block.out_hw, expand, out, 1, 1, "none"))
         if block.residual:
-            layers.append(LayerConfig("add", *block.out_hw, cin=out, cout=cin))
+            layers.append(keys.add(block.out_hw, out, cin))
         return layers
 
-    def _head_layers(self, channels: int, fc: int) -> list[LayerConfig]:
-        h, w = self.final_hw
-        return [LayerConfig("gap", h, w, channels, channels),
-                LayerConfig("linear", 1, 1, channels, fc, act=self.spec.head_act),
-                LayerConfig("linear", 1, 1, fc, self.spec.num_classes)]
+    def head_layers(self, channels: int, fc: int) -> list[LayerConfig]:
+        """LUT keys of the head: global pool of `channels`, FC to `fc` (+ act), classifier."""
+        return [keys.gap(self.final_hw, channels),
+                keys.linear(channels, fc, self.spec.head_act),
+                keys.linear(fc, self.spec.num_classes)]
 
     def all_layer_configs(self) -> set[LayerConfig]:
         """Every distinct LUT key any subnet of this space can need (the `full` plan)."""
-        keys: set[LayerConfig] = set()
         choices = {n: [c for c in v.choices if c > 0] for n, v in self.width_vars.items()}
-        stem = self.stem
-        keys.update(_conv(stem.in_hw, self.spec.in_channels, c, stem.default_kernel, stem.stride, stem.act)
-                    for c in choices["stem"])
+        found = {self.stem_layer(c) for c in choices["stem"]}
         for block in self.blocks:
-            keys.update(self._block_keys(block, choices))
+            found.update(self._block_keys(block, choices))
         for c in choices[self.final_stream]:
             for fc in choices["head.fc"]:
-                keys.update(self._head_layers(c, fc))
-        return keys
+                found.update(self.head_layers(c, fc))
+        return found
 
     def _block_keys(self, block: ResolvedBlock, choices: Mapping[str, list[int]]) -> Iterator[LayerConfig]:
         ins = choices[block.in_var]
@@ -342,27 +264,35 @@ class SearchSpace:
         if block.kind == "cn":
             for cin in ins:
                 for out in outs:
-                    yield _conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)
+                    yield keys.conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)
             return
         expands = choices[block.expand_var] if block.expand_var else ins
         if block.kind == "ir":
             for cin in ins:
                 for e in expands:
-                    yield _conv(block.in_hw, cin, e, 1, 1, block.act)
+                    yield keys.conv(block.in_hw, cin, e, 1, 1, block.act)
         for e in expands:
             for k in block.kernel_choices:
-                yield _dw(block.in_hw, e, k, block.stride, block.act)
+                yield keys.dwconv(block.in_hw, e, k, block.stride, block.act)
             if block.se:
-                yield _se(block.out_hw, e)
+                yield keys.se(block.out_hw, e)
             for out in outs:
                 if block.kind == "ds" and block.residual and out > e:
                     continue  # ds: expansion == stream width, CBC width cannot exceed it
-                yield _conv(block.out_hw, e, out, 1, 1, "none")
+                yield keys.conv(block.out_hw, e, out, 1, 1, "none")
         if block.residual:
             for cin in ins:
                 for out in outs:
                     if out <= cin:
-                        yield LayerConfig("add", *block.out_hw, cin=out, cout=cin)
+                        yield keys.add(block.out_hw, out, cin)
+
+    # ----------------------------------------------------------------- networks
+    def build_subnet(self, config: SubnetConfig, dropout: float = 0.0) -> nn.Module:
+        """Randomly initialised standalone network of `config` (weights come from the supernet or training).
+
+        `dropout`: probability before the classifier.
+        """
+        return SubnetModel(self, config, dropout)
 
     # ----------------------------------------------------------------- reporting
     def macs(self, config: SubnetConfig) -> int:
@@ -387,21 +317,3 @@ class SearchSpace:
         return (f"{self.name}: {self.spec.description}; input {self.spec.input_hw[0]}x{self.spec.input_hw[1]}, "
                 f"{len(self.blocks)} blocks, {len(self.width_vars)} widths, kernels {self.kernel_choices}, "
                 f"granularity {self.granularity}, ~{n_configs:.2e} subnets")
-
-
-def _conv(hw, cin: int, cout: int, kernel: int, stride: int, act: str) -> LayerConfig:
-    return LayerConfig("conv", hw[0], hw[1], cin, cout, kernel=kernel, stride=stride, act=act)
-
-
-def _dw(hw, channels: int, kernel: int, stride: int, act: str) -> LayerConfig:
-    return LayerConfig("dwconv", hw[0], hw[1], channels, channels, kernel=kernel, stride=stride, groups=channels,
-                       act=act)
-
-
-def _se(hw, channels: int) -> LayerConfig:
-    return LayerConfig("se", hw[0], hw[1], channels, channels, hidden=se_hidden(channels))
-
-
-def unique(configs: Iterable[LayerConfig]) -> list[LayerConfig]:
-    """Distinct configs in a stable order (sorted by key), for deterministic plans."""
-    return sorted(set(configs), key=lambda c: c.key)

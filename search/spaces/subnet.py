@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .ops import ConvBNAct, GlobalPool, LinearAct, ResidualAdd, SqueezeExcite
-from .space import ResolvedBlock, SearchSpace, SubnetConfig, se_hidden
+from .config import ResolvedBlock, ResolvedSpace, SubnetConfig, se_hidden
 
 
 def module_name(block_name: str) -> str:
@@ -65,9 +65,9 @@ class ClassifierHead(nn.Module):
 
 
 class SubnetModel(nn.Module):
-    """The concrete network of `config` in `space`."""
+    """The concrete network of `config` in `space` (built by `SearchSpace.build_subnet`)."""
 
-    def __init__(self, space: SearchSpace, config: SubnetConfig, dropout: float = 0.0):
+    def __init__(self, space: ResolvedSpace, config: SubnetConfig, dropout: float = 0.0):
         super().__init__()
         space.validate(config)
         config = space.canonical(config)
@@ -95,10 +95,3 @@ class SubnetModel(nn.Module):
             x = block(x)
         return self.head(x)
 
-
-def build_subnet(space: SearchSpace, config: SubnetConfig, dropout: float = 0.0) -> SubnetModel:
-    """Randomly initialised standalone network of `config` (weights come from the supernet or training)."""
-    if space.task == "depth":  # FastDepth encoder-decoder (search/spaces/fastdepth_net.py)
-        from .fastdepth_net import build_depth_subnet
-        return build_depth_subnet(space, config, dropout)
-    return SubnetModel(space, config, dropout)

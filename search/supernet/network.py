@@ -24,7 +24,7 @@ from torch import nn
 
 from search.spaces.ops import ConvBNAct, GlobalPool, LinearAct
 from search.spaces.space import ResolvedBlock, SearchSpace, SubnetConfig, se_hidden
-from search.spaces.subnet import SubnetModel, build_subnet, module_name
+from search.spaces.subnet import SubnetModel, module_name
 
 from . import od as od_lib
 from .layers import ElasticDepthwise, MaskedSqueezeExcite, centre_crop, masked
@@ -90,12 +90,12 @@ class SuperNet(nn.Module):
     image (masked evaluation, same as ``masks_for(config, N)``).
     """
 
-    def __init__(self, space: SearchSpace, dropout: float = 0.0, policy: ODPolicy = ODPolicy()):
+    def __init__(self, space: SearchSpace, dropout: float = 0.0, policy: ODPolicy | None = None):
         super().__init__()
         if space.task != "classification":
             raise ValueError(f"SuperNet builds classification spaces; {space.name} is a {space.task} space")
         self.space = space
-        self.policy = policy
+        self.policy = policy or ODPolicy()
         self.dropout = dropout
         wv = space.width_vars
         self.channels = {name: v.max for name, v in wv.items()}  # mask length per width variable
@@ -132,7 +132,7 @@ class SuperNet(nn.Module):
         m = widths.masks(self.channels, x.device, x.dtype) if widths is not None else {}
         kernels = widths.kernels if widths is not None else {}
         x = masked(self.stem(x), m.get("stem"))
-        for name, block in zip(self.blocks.keys(), self.blocks.values()):
+        for block in self.blocks.values():
             x = block(x, m, kernels.get(block.block.name))
         return self.head(x, m.get("head.fc"))
 
@@ -147,7 +147,7 @@ class SuperNet(nn.Module):
         """
         self.space.validate(config)
         config = self.space.canonical(config)
-        model = build_subnet(self.space, config, self.dropout)
+        model = self.space.build_subnet(config, self.dropout)
         source = self.state_dict()
         sliced = {name: slice_like(source[name], target.shape) for name, target in model.state_dict().items()}
         model.load_state_dict(sliced)

@@ -139,7 +139,7 @@ class Endpoint:
         return False
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self) -> "Endpoint":
+    def start(self) -> Endpoint:
         self._thread.start()
         return self
 
@@ -147,7 +147,7 @@ class Endpoint:
         while not self._stopping.is_set():
             try:
                 sock, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break
@@ -178,7 +178,7 @@ class Endpoint:
             c.join(5)
         shutil.rmtree(self._bin, ignore_errors=True)
 
-    def forget(self, conn: "_Connection") -> None:
+    def forget(self, conn: _Connection) -> None:
         with self._lock:
             if conn in self._conns:
                 self._conns.remove(conn)

@@ -1,6 +1,6 @@
 """The FastDepth super-network: OD masks per image, CBC bypass, `subnet(config)` slicing.
 
-Reused from `search/supernet/od.py`: the OD sampling policy and per-image width tensors
+Reused from `od.py`: the OD sampling policy and per-image width tensors
 (`ODPolicy`, `sample`, `fixed`, `ODSample.masks`), which only read the space's width
 variables and CBC flags, so they serve this encoder-decoder unchanged (the decoder's own
 variables ``d1.out``/``d5.out`` are ordinary width variables; the skip-tied ones are encoder
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from search.spaces.fastdepth import DepthSearchSpace
+from search.spaces.fastdepth_net import FastDepthNet
 from search.spaces.space import SubnetConfig
 from search.spaces.subnet import module_name
-from search.supernet.od import ODPolicy, ODSample, fixed, sample
 
-from search.spaces.fastdepth_net import FastDepthNet
+from .od import ODPolicy, ODSample, fixed, sample
 
 
 class DepthSuperNet(nn.Module):
@@ -91,9 +91,6 @@ class DepthSuperNet(nn.Module):
         sub = FastDepthNet(self.space, config)
         copy_slices(self.net, sub)
         return sub.eval()
-
-    def to_config_dict(self) -> dict:
-        return {"space": self.space.name, "task": "depth", "policy": vars(self.policy)}
 
 
 @torch.no_grad()

@@ -1,0 +1,97 @@
+"""A build's rows: each measured batch committed in one transaction, then the interpolated rest.
+
+Only the writer (main) thread calls these: one writer to SQLite however many devices measure.
+A committed batch refreshes its slice's reference and overhead calibration (`calibrate.py`),
+so a kill loses at most the batches in flight and never leaves a half batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from device_agents.contract import BenchmarkSettings, DeviceInfo, ModelTiming
+from lut_db.interpolate import interpolate_layers
+from lut_db.layer_key import LayerConfig, RuntimeSpec
+from lut_db.writer import LutWriter, MeasurementRow
+
+from . import calibrate
+from .build_slices import DeviceSlice
+from .build_types import BuildOptions
+from .measure import BatchMeasurement
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class FinishedBatch:
+    """A batch a worker measured and hands to the writer."""
+
+    layers: list[LayerConfig]
+    measurement: BatchMeasurement
+    reference: calibrate.Reference  # the anchor the batch's drift was measured against
+
+
+def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: FinishedBatch, plan_name: str,
+                 settings: BenchmarkSettings, options: BuildOptions) -> None:
+    """Write one finished batch of slice `s` in one transaction; refresh the slice's calibration."""
+    m = batch.measurement
+    provenance = {"batch": uuid.uuid4().hex[:12], "overhead_ms": m.overhead_ms,
+                  "reference_key": batch.reference.layer.key, "reference_ms": m.reference_ms,
+                  "reference_drift_pct": round(m.drift_pct, 3), "repeats": settings.repeats, "attempts": m.attempts}
+    rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings, provenance)
+            for cfg, timing in zip(batch.layers, m.layer_timings)]
+    writer.write(rows)  # one transaction: the whole batch or nothing
+    s.reference = calibrate.update_reference(db, writer, *s.key, s.reference.layer)
+    calibrate.update_overhead(db, writer, *s.key)
+    s.report.measured += len(rows)
+    s.report.remeasured_batches += m.attempts > 1
+    s.report.drifted_batches += abs(m.drift_pct) > options.drift_pct
+
+
+def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: DeviceInfo, rt: RuntimeSpec,
+                 plan: str, settings: BenchmarkSettings, provenance: dict) -> MeasurementRow:
+    """One measured row, its statistics minus the batch's overhead (ms, clamped at 0).
+
+    `info` tags it: `device_id` selects the slice, and the identity it was measured with
+    (model, SoC, ABI, OS version, core) goes into `state_after["profiler"]["device"]`, next to
+    the governor and frequencies of the states, so a row stays self-describing after a
+    phone's OS update changes its `devices` entry."""
+    def net(ms: float) -> float:
+        return max(0.0, ms - m.overhead_ms)
+
+    identity = {k: getattr(info, k, "") for k in ("model", "soc", "abi", "os_version", "cpu_core")}
+    profiler = {**provenance, "device": identity, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms,
+                "raw_p10_ms": t.p10_ms, "raw_p90_ms": t.p90_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
+                "cov": round(t.cov, 5)}
+    state_before, state_after = m.result.state_before, m.result.state_after
+    return MeasurementRow(
+        layer=cfg, device_id=info.device_id, runtime=rt, n=t.n,
+        median_ms=net(t.median_ms), mean_ms=net(t.mean_ms), p10_ms=net(t.p10_ms), p90_ms=net(t.p90_ms),
+        std_ms=t.std_ms, source="measured", plan=plan, warmup_runs=settings.warmup_runs,
+        state_before=dataclasses.asdict(state_before),
+        state_after={**dataclasses.asdict(state_after), "profiler": profiler},
+        throttled=bool(state_before.throttled or state_after.throttled),
+    )
+
+
+def interpolate_slice(db: Database, writer: LutWriter, plan: Plan, device_id: str, rt: RuntimeSpec) -> tuple[int, int]:
+    """Write interpolated rows for the plan's off-grid keys the slice has not measured.
+
+    Returns (rows written, keys that could not be estimated)."""
+    sql = ("SELECT layer_key, median_ms FROM measurements WHERE device_id = ? AND runtime = ? "
+           "AND runtime_options = ? AND source = 'measured'")
+    measured = {}
+    for key, ms in db.execute(sql, [device_id, rt.name, rt.options]).fetchall():
+        try:
+            measured[LayerConfig.from_key(key)] = ms
+        except ValueError:  # a key of an op this version does not know
+            continue
+    wanted = [c for c in plan.interpolate if c not in measured]
+    estimates = interpolate_layers(measured, wanted)
+    rows = [MeasurementRow(layer=cfg, device_id=device_id, runtime=rt, n=0, median_ms=ms, mean_ms=ms, p10_ms=ms,
+                           p90_ms=ms, std_ms=0.0, source="interpolated", plan=plan.name)
+            for cfg, ms in sorted(estimates.items(), key=lambda item: item[0].key)]
+    writer.write(rows)
+    return len(rows), len(wanted) - len(rows)

@@ -1,0 +1,217 @@
+"""What `lutbuild verify` reports: typed parts, their `--json` form and the printed table.
+
+`VerifyReport.to_json_dict()` is the file `--json` writes (key order and values as they
+have always been); `format_report` the table the command prints. Times in ms, errors and
+CoV in % (`*_pct`), shares within ±5 / ±10 % as fractions in [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from device_agents.contract import DeviceInfo
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """How predictions match measurements over `n` networks."""
+
+    n: int
+    mape_pct: float  # mean absolute % error
+    within_5pct: float  # share of networks within ±5 %
+    within_10pct: float
+    spearman: float  # rank correlation (nan for fewer than 3 networks or constant values)
+    bias_pct: float  # mean signed % error (negative: under-predicts)
+    max_abs_err_pct: float
+
+    def to_json_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping) -> ErrorStats:
+        """The stats of a `to_json_dict()` (extra keys, such as a MAC proxy's `fit`, ignored)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> ErrorStats:
+    """MAPE %, share within ±5% / ±10%, mean signed error % and Spearman rank correlation."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    err = (p - m) / m
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 and np.ptp(p) > 0 and np.ptp(m) > 0 else float("nan")
+    abs_err = np.abs(err)
+    return ErrorStats(n=int(len(p)), mape_pct=float(100 * np.mean(abs_err)),
+                      within_5pct=float(np.mean(abs_err <= 0.05)), within_10pct=float(np.mean(abs_err <= 0.10)),
+                      spearman=rho, bias_pct=float(100 * np.mean(err)), max_abs_err_pct=float(100 * np.max(abs_err)))
+
+
+def format_error_stats(stats: ErrorStats) -> str:
+    """MAPE, share within ±5 / ±10 %, Spearman and bias of `error_stats`, as table cells."""
+    return (f"{stats.mape_pct:7.2f} {100 * stats.within_5pct:5.1f}% {100 * stats.within_10pct:5.1f}% "
+            f"{stats.spearman:8.4f} {stats.bias_pct:+7.2f}")
+
+
+@dataclass(frozen=True)
+class MacProxyFit:
+    """`ms = ms_per_mmac * MMACs + intercept_ms`, least squares on the verified networks."""
+
+    ms_per_mmac: float
+    intercept_ms: float
+
+
+def mac_proxy(macs: Sequence[int], measured: Sequence[float]) -> tuple[np.ndarray, MacProxyFit]:
+    """Least-squares `ms = a * MACs + b` on the same networks: (predictions ms, fit)."""
+    x, y = np.asarray(macs, float), np.asarray(measured, float)
+    if len(x) >= 2 and np.ptp(x) > 0:
+        a, b = np.polyfit(x, y, 1)
+    else:
+        a, b = 0.0, float(np.mean(y))
+    return a * x + b, MacProxyFit(ms_per_mmac=float(a * 1e6), intercept_ms=float(b))
+
+
+@dataclass(frozen=True)
+class MacProxyResult:
+    """The MAC proxy's errors on the verified networks and its (in-sample) fit."""
+
+    stats: ErrorStats
+    fit: MacProxyFit
+
+    def to_json_dict(self) -> dict:
+        return {**self.stats.to_json_dict(), "fit": dataclasses.asdict(self.fit)}
+
+
+@dataclass(frozen=True)
+class ReferenceCalibration:
+    """The slice's drift reference as the build left it: its layer key and anchor median (ms)."""
+
+    key: str | None
+    ms: float
+
+
+@dataclass(frozen=True)
+class SliceCoverage:
+    """How the LUT slice covers the space: keys measured / interpolated / missing, the plans behind them."""
+
+    plans: list[str]
+    keys: int
+    measured: int
+    interpolated: int
+    missing: int
+    reference: ReferenceCalibration | None
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Per-invoke overhead (ms): the LUT's calibration, and the median measured now (None: no round ran)."""
+
+    lut: float
+    now: float | None
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Measurement noise of the verification (CoV in %) and the reference's drift since the build (%)."""
+
+    cov_between_rounds_pct_median: float
+    cov_between_rounds_pct_max: float
+    cov_runs_pct_median: float
+    reference_drift_pct: float | None
+
+
+@dataclass(frozen=True)
+class MeasureProtocol:
+    """How the networks were timed (see `VerifyOptions` and `BenchmarkSettings`)."""
+
+    rounds: int
+    repeats: int
+    warmup_runs: int
+    min_runs: int
+    min_seconds: float
+    interpolate_missing: bool
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    python: str
+    machine: str
+
+
+@dataclass(frozen=True)
+class NetworkSample:
+    """One verified network: measured (ms, median of per-round medians) against both predictors."""
+
+    index: int
+    kind: str  # "max", "min" or "random"
+    subnet: dict  # `SubnetConfig.to_dict()`
+    macs: int
+    layers: int  # LUT keys of the network
+    measured_ms: float
+    round_medians_ms: list[float]
+    predicted_ms: float
+    error_pct: float
+    mac_proxy_ms: float
+    mac_proxy_error_pct: float
+    cov_between_rounds_pct: float
+    cov_runs_pct: float
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `verify_lut` measured and how well the LUT (and the MAC proxy) predicted it."""
+
+    space: str
+    created: str  # ISO-8601 UTC
+    device: DeviceInfo
+    runtime: str
+    runtime_version: str
+    runtime_options: str
+    lut: str  # the LUT file
+    seed: int
+    stats: ErrorStats  # the LUT's errors (written at the top level of the JSON)
+    mac_proxy: MacProxyResult
+    plan: SliceCoverage
+    overhead_ms: Overheads
+    noise: Noise
+    protocol: MeasureProtocol
+    host: HostInfo
+    wall_s: float
+    samples: list[NetworkSample]
+
+    def to_json_dict(self) -> dict:
+        """The `--json` document (keys in this order, the LUT's error stats at the top level)."""
+        return {
+            "space": self.space, "created": self.created, "device": dataclasses.asdict(self.device),
+            "runtime": self.runtime, "runtime_version": self.runtime_version,
+            "runtime_options": self.runtime_options, "lut": self.lut, "seed": self.seed,
+            **self.stats.to_json_dict(),
+            "mac_proxy": self.mac_proxy.to_json_dict(),
+            "plan": dataclasses.asdict(self.plan),
+            "overhead_ms": dataclasses.asdict(self.overhead_ms),
+            "noise": dataclasses.asdict(self.noise),
+            "protocol": dataclasses.asdict(self.protocol),
+            "host": dataclasses.asdict(self.host),
+            "wall_s": self.wall_s,
+            "samples": [dataclasses.asdict(s) for s in self.samples],
+        }
+
+
+def format_report(report: VerifyReport) -> str:
+    """The table `lutbuild verify` prints: LUT vs MAC proxy, then noise and drift."""
+    plan = report.plan
+    lines = [f"verify {report.space} on {report.device.device_id} "
+             f"({report.runtime} {report.runtime_version}, {report.runtime_options}), "
+             f"{report.stats.n} networks; LUT plan {'+'.join(plan.plans) or '?'}: "
+             f"{plan.measured} measured, {plan.interpolated} interpolated keys",
+             f"{'predictor':<22} {'MAPE %':>7} {'±5 %':>6} {'±10 %':>6} {'Spearman':>8} {'bias %':>7} {'max %':>7}"]
+    for name, stats in (("LUT (sum of layers)", report.stats), ("MAC proxy (a*MACs+b)", report.mac_proxy.stats)):
+        lines.append(f"{name:<22} {format_error_stats(stats)} {stats.max_abs_err_pct:7.2f}")
+    noise = report.noise
+    drift = noise.reference_drift_pct
+    lines.append(f"noise: CoV between rounds median {noise.cov_between_rounds_pct_median:.2f}% "
+                 f"(max {noise.cov_between_rounds_pct_max:.2f}%), within a round {noise.cov_runs_pct_median:.1f}%; "
+                 f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
+                 f"overhead {report.overhead_ms.lut:.4f} ms in LUT")
+    return "\n".join(lines)
