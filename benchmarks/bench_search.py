@@ -95,6 +95,8 @@ class BenchConfig:
     target_fraction: float = 0.5  # latency target = this x the max network's
     candidates: int = 4  # J (docs default 16, demo 8): each costs one scoring; 4 keeps 3 seeds x 5 searches in budget
     layers: int = 3  # L of the MCD runs (the 2x2 also runs L=1)
+    land: bool = False  # MCD's landing phase (search/mcd/landing.py) in every MCD run (--land). Off until the
+    # CBC-off view (`no_removal_view`) also forbids partial CBC widths: the landing's width trades reach them
     initial_reduction: float = 0.05  # MCD's schedule (its defaults): 50 % of the max network in ~10-13 iterations
     decay: float = 0.96
     min_reduction: float = 0.005
@@ -247,19 +249,21 @@ def run_search(space, view, metric_factory, limit, scorer, out: Path, cfg: Bench
     from search.mcd.metrics import Constraint
     from search.mcd import MCDConfig, read_history, run_mcd
     constraint = Constraint(metric_factory(), limit)
-    mcd = MCDConfig(candidates=cfg.candidates, layers=layers, schedule=cfg.schedule(), seed=seed)
+    mcd = MCDConfig(candidates=cfg.candidates, layers=layers, schedule=cfg.schedule(), seed=seed, land=cfg.land)
     with Clock() as clock:
         result = run_mcd(view, [constraint], scorer, out, mcd, log=lambda _line: None)
     history = read_history(out)
     scored = sum(len(r.get("candidates", [])) for r in history)
     # iterations where no L-layer draw reached the target and one candidate shrank every dimension
-    fallback = sum(1 for r in history if r.get("candidates") and any(len(c["shrunk"]) > layers
-                                                                     for c in r["candidates"]))
+    fallback = sum(1 for r in history if r.get("candidates") and r.get("phase") != "land"
+                   and any(len(c["shrunk"]) > layers for c in r["candidates"]))
     log(f"  MCD L={layers} {'CBC' if view is space else 'no-CBC'}: {result.iteration} iterations, {scored} scored, "
         f"{clock.wall:.0f}s, held-out {result.score:.4f}, depth {space.depth(result.config):.2f}")
     return {"config": result.config, "value": result.values[constraint.name], "holdout": result.score,
             "iterations": result.iteration, "scored": scored + 1, "candidates_scored": scored,
-            "all_dims_fallbacks": fallback, "time": clock.dict(), "depth": space.depth(result.config),
+            "all_dims_fallbacks": fallback, "landing_steps": result.landing_steps,
+            "unused_budget": (limit - result.values[constraint.name]) / limit,
+            "time": clock.dict(), "depth": space.depth(result.config),
             "macs": space.macs(result.config)}
 
 
@@ -570,6 +574,8 @@ def build_config(args) -> BenchConfig:
             base[field.name] = value
     if args.no_throughput:
         base["throughput"] = False
+    if args.land:
+        base["land"] = True
     return BenchConfig(**base)
 
 
@@ -595,6 +601,7 @@ def parse_args(argv):
     p.add_argument("--val-batches", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--land", action="store_true", help="every MCD run with its landing phase (default: MCD alone)")
     p.add_argument("--db", help="LUT (default: demo_out/lut.sqlite, then runs/bench_lut/mbv3-tiny-tflite-full.sqlite)")
     p.add_argument("--device", help="device_id of the LUT slice (default: this host's local agent)")
     p.add_argument("--runtime", default="tflite")

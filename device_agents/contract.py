@@ -7,6 +7,7 @@ boards. All times are milliseconds.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ class AgentError(Exception):
 
     The CLI prints the message as one line and exits non-zero.
     """
+
+
+class BadTiming(AgentError):
+    """The device reported numbers no run can produce (negative, zero, nan/inf, a median outside
+    the run's min..max). The profiler measures the batch once more, then stops with this line."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,30 @@ class ModelTiming:
     std_ms: float
     min_ms: float
     max_ms: float
+
+    def checked(self, source: str = "the device") -> ModelTiming:
+        """This timing, if its numbers are ones a real run gives; `BadTiming` (one line) otherwise.
+
+        n >= 1; every latency finite and > 0 ms (a layer never takes no time: 0 would make it
+        free to the search); std finite and >= 0; min <= p10, median, mean, p90 <= max."""
+        name = f"{self.name}: " if self.name else ""
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise BadTiming(f"{name}{source} reported {self.n!r} runs, expected an integer >= 1")
+        values = {k: getattr(self, k) for k in ("min_ms", "p10_ms", "median_ms", "mean_ms", "p90_ms", "max_ms")}
+        for key, value in {**values, "std_ms": self.std_ms}.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise BadTiming(f"{name}{source} reported {key} = {value!r}, expected a finite number of ms")
+        bad = [k for k, v in values.items() if v <= 0]
+        if bad:
+            raise BadTiming(f"{name}{source} reported {bad[0]} = {values[bad[0]]} ms, expected > 0")
+        if self.std_ms < 0:
+            raise BadTiming(f"{name}{source} reported std_ms = {self.std_ms} ms, expected >= 0")
+        lo, hi = self.min_ms * (1 - 1e-9), self.max_ms * (1 + 1e-9)  # a mean of equal runs may round 1 ulp out
+        outside = [k for k in ("p10_ms", "median_ms", "mean_ms", "p90_ms") if not lo <= values[k] <= hi]
+        if outside:
+            raise BadTiming(f"{name}{source} reported {outside[0]} = {values[outside[0]]} ms outside the run's "
+                            f"min..max ({self.min_ms}..{self.max_ms} ms)")
+        return self
 
     @property
     def cov(self) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 from device_agents import device_state
 from device_agents.contract import (
     AgentError,
+    BadTiming,
     BatchResult,
     BenchmarkSettings,
     DeviceInfo,
@@ -167,20 +168,20 @@ class LocalAgent:
 def parse_results(
     lines: Sequence[str], models: Sequence[Path], stderr: str = "", returncode: int = 0
 ) -> list[ModelTiming]:
-    """Runner JSONL -> one `ModelTiming` per model, in order; a failed model -> `AgentError`.
+    """Runner JSONL -> one `ModelTiming` per model, in order, each `checked`.
 
-    Shared with the ADB agent (same runner, same file). The header line is skipped.
+    Shared with the ADB agent (same runner, same file). The header line is skipped; a line
+    that is not a JSON object with an integer ``index`` is ignored (a torn last line of a
+    killed runner: its model counts as missing). A failed or missing model, or a record whose
+    numbers no run can give, raises `AgentError` (`BadTiming`) and nothing else.
     """
     by_index: dict[int, dict] = {}
     for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed runner: its model counts as missing
-        if not record.get("header"):
-            by_index[int(record["index"])] = record
+        record = _record(line)
+        if record is not None and not record.get("header"):
+            index = record.get("index")
+            if isinstance(index, int) and not isinstance(index, bool):
+                by_index[index] = record
     timings = []
     for index, model in enumerate(models):
         record = by_index.get(index)
@@ -188,9 +189,24 @@ def parse_results(
             why = _last_line(stderr) or f"exit {returncode}"
             raise AgentError(f"{model.name}: no result from the runner ({why})")
         if "error" in record:
-            raise AgentError(f"{model.name}: {record['error']}")
-        timings.append(ModelTiming(name=model.name, **{k: record[k] for k in _TIMING_KEYS}))
+            raise AgentError(f"{model.name}: {' '.join(str(record['error']).split())[:300]}")
+        missing = [k for k in _TIMING_KEYS if k not in record]
+        if missing:
+            raise BadTiming(f"{model.name}: the runner's result lacks {', '.join(missing)}")
+        timing = ModelTiming(name=model.name, **{k: record[k] for k in _TIMING_KEYS})
+        timings.append(timing.checked("the runner"))
     return timings
+
+
+def _record(line: str) -> dict | None:
+    """One JSON object of the runner's output, None for anything else."""
+    if not isinstance(line, str) or not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError, huge numbers, deep nesting
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _last_line(text: str) -> str:

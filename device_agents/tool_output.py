@@ -35,6 +35,7 @@ documented rule and named in `ToolResult.approximated`, never silently:
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -66,7 +67,8 @@ class ToolResult:
 
 
 def parse_benchmark_model(text: str, name: str = "") -> ToolResult:
-    """Parse TFLite ``benchmark_model`` output (µs) into ms. Malformed -> `AgentError`."""
+    """Parse TFLite ``benchmark_model`` output (µs) into ms. Malformed or impossible numbers
+    (`ModelTiming.checked`) -> `AgentError`, never another exception."""
     lines = text.splitlines()
     phases: list[str] = []  # the first statistics line after each "Running benchmark" line
     waiting = False
@@ -79,7 +81,10 @@ def parse_benchmark_model(text: str, name: str = "") -> ToolResult:
     if len(phases) < 2:
         raise AgentError(f"benchmark_model{_for(name)}: no statistics of the timed runs ({_why(lines)})")
     stats = {k: float(v) for k, v in _KEY_VALUE.findall(phases[1])}
-    count = int(stats.get("count", 0))
+    count = stats.get("count", 0.0)
+    if not (math.isfinite(count) and count == int(count)):
+        raise AgentError(f"benchmark_model{_for(name)}: unreadable run count: {phases[1].strip()[:160]}")
+    count = int(count)
     if count < 1:
         raise AgentError(f"benchmark_model{_for(name)}: zero timed runs ({_why(lines)})")
     if "avg" not in stats:  # "count=N curr=T(all same)": every run took T
@@ -112,6 +117,7 @@ def parse_benchmark_model(text: str, name: str = "") -> ToolResult:
         min_ms=ms["min"],
         max_ms=ms["max"],
     )
+    timing.checked("benchmark_model")
     summary = _summary_us(text)
     return ToolResult(
         timing=timing,
@@ -128,9 +134,10 @@ def parse_benchmark_model(text: str, name: str = "") -> ToolResult:
 
 
 def parse_perf_test(text: str, name: str = "") -> ToolResult:
-    """Parse ``onnxruntime_perf_test`` output (latencies in s, average in ms). Malformed -> `AgentError`."""
+    """Parse ``onnxruntime_perf_test`` output (latencies in s, average in ms). Malformed or impossible
+    numbers (`ModelTiming.checked`) -> `AgentError`, never another exception."""
     lines = text.splitlines()
-    n = _search(r"(?:Total inference requests|Total iterations)\s*:\s*(\d+)", text)
+    n = _search(r"(?:Total inference requests|Total iterations)\s*:\s*(\d{1,18})\b", text)
     avg_ms = _float(_search(rf"(?:Average inference time cost|Average time cost)\s*:\s*({_NUM})\s*ms", text))
     if n is None or avg_ms is None:
         raise AgentError(f"onnxruntime_perf_test{_for(name)}: no request count or average time ({_why(lines)})")
@@ -161,6 +168,7 @@ def parse_perf_test(text: str, name: str = "") -> ToolResult:
         name=name, n=int(n), median_ms=median, mean_ms=avg_ms, p10_ms=lo, p90_ms=p90,
         std_ms=max(std, 0.0), min_ms=lo, max_ms=hi,
     )
+    timing.checked("onnxruntime_perf_test")
     first = _float(_search(rf"First inference time cost\s*:\s*({_NUM})\s*ms", text))
     session_s = _float(_search(rf"Session creation time cost\s*:\s*({_NUM})\s*s", text))
     return ToolResult(

@@ -13,7 +13,8 @@ from .coverage import SliceInfo, slices as _slices
 from .errors import MissingLatencyError, UnknownSlice
 from .interpolate import Family, Point, family_key, family_macs, group_by_family, interpolate_family
 from .layer_key import LayerConfig, RuntimeSpec
-from .schema import open_lut
+from .connect import lut_errors
+from .schema import open_lut_for_reading
 
 #: The options string of a default `RuntimeSpec` (single thread, XNNPACK).
 DEFAULT_RUNTIME_OPTIONS = RuntimeSpec(name="").options
@@ -49,16 +50,17 @@ class LatencyTable:
     def load(cls, path: str | Path, device_id: str, runtime: str,
              runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False) -> LatencyTable:
         """Read one slice of the LUT at `path` (raises `UnknownSlice` if it has no rows)."""
-        db = open_lut(path, create=False)
+        db = open_lut_for_reading(path)
         try:
-            where = "WHERE device_id = ? AND runtime = ? AND runtime_options = ?"
-            args = [device_id, runtime, runtime_options]
-            rows = db.execute(f"SELECT layer_key, median_ms, source, runtime_version FROM measurements {where}",
-                              args).fetchall()
-            if not rows:
-                present = [f"{s.device_id} {s.runtime} {s.runtime_options} ({s.rows} rows)" for s in _slices(db)]
-                raise UnknownSlice(str(path), device_id, runtime, runtime_options, present)
-            calibration = dict(db.execute(f"SELECT name, value_ms FROM calibration {where}", args).fetchall())
+            with lut_errors(path):
+                where = "WHERE device_id = ? AND runtime = ? AND runtime_options = ?"
+                args = [device_id, runtime, runtime_options]
+                rows = db.execute(f"SELECT layer_key, median_ms, source, runtime_version FROM measurements {where}",
+                                  args).fetchall()
+                if not rows:
+                    present = [f"{s.device_id} {s.runtime} {s.runtime_options} ({s.rows} rows)" for s in _slices(db)]
+                    raise UnknownSlice(str(path), device_id, runtime, runtime_options, present)
+                calibration = dict(db.execute(f"SELECT name, value_ms FROM calibration {where}", args).fetchall())
         finally:
             db.close()
         return cls(
@@ -71,9 +73,10 @@ class LatencyTable:
     @staticmethod
     def slices(path: str | Path) -> list[SliceInfo]:
         """The slices of the LUT at `path` (device, runtime, versions, options, row counts)."""
-        db = open_lut(path, create=False)
+        db = open_lut_for_reading(path)
         try:
-            return _slices(db)
+            with lut_errors(path):
+                return _slices(db)
         finally:
             db.close()
 

@@ -7,6 +7,7 @@ All latencies are milliseconds; timestamps are ISO-8601 UTC strings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from sqlite_utils import Database
 
+from .connect import lut_errors
 from .layer_key import LayerConfig, RuntimeSpec
 from .schema import SOURCES
 
@@ -125,12 +127,25 @@ def _measurement_params(row: MeasurementRow) -> tuple:
     )
 
 
+def _one_line_errors(method):
+    """An `sqlite3.Error` of the method (disk full, locked, damaged) -> `LutError` naming the file."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with lut_errors(getattr(self.db, "path", "the LUT")):
+            return method(self, *args, **kwargs)
+    return wrapped
+
+
 class LutWriter:
-    """Writes to an open LUT (`open_lut(path)`); each method is one transaction."""
+    """Writes to an open LUT (`open_lut(path)`); each method is one transaction.
+
+    An `sqlite3.Error` (disk full, another process holding the lock past the busy timeout)
+    rolls the call back and is raised as a one-line `LutError` naming the file."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    @_one_line_errors
     def write(self, rows: Iterable[MeasurementRow]) -> int:
         """Store `rows` all together or not at all; return how many were stored.
 
@@ -148,6 +163,7 @@ class LutWriter:
                 stored += execute(_UPSERT_MEASUREMENT, _measurement_params(row)).rowcount
         return stored
 
+    @_one_line_errors
     def register_device(self, device: DeviceRecord) -> None:
         """Insert or refresh a device's details; `first_seen` keeps its first value."""
         record = {k: v for k, v in dataclasses.asdict(device).items() if k != "first_seen"}
@@ -156,6 +172,7 @@ class LutWriter:
                                       pk="device_id", ignore=True)
             self.db["devices"].update(device.device_id, record)
 
+    @_one_line_errors
     def register_space(self, space: str, layers: Iterable[LayerConfig]) -> int:
         """Record the layer keys search space `space` needs (replacing its previous set).
 
@@ -172,6 +189,7 @@ class LutWriter:
                                                pk=("space", "layer_key"))
         return len(keys)
 
+    @_one_line_errors
     def set_calibration(self, device_id: str, runtime: str, runtime_options: str, name: str,
                         value_ms: float, detail: Mapping[str, Any] | None = None,
                         measured_at: str | None = None) -> None:
@@ -189,6 +207,7 @@ class LutWriter:
                 pk=("device_id", "runtime", "runtime_options", "name"),
             )
 
+    @_one_line_errors
     def measured_keys(self, device_id: str, runtime: str, runtime_options: str,
                       include_throttled: bool = True) -> set[str]:
         """Keys with a *measured* row in the slice (what a resumed run skips).

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import overload
 from collections.abc import Callable, Sequence
 
-from lut_db.schema import open_lut
+from lut_db.connect import lut_errors
+from lut_db.schema import open_lut_for_writing
 
 from .build_engine import run_build
 from .build_slices import connect_devices
@@ -57,10 +58,11 @@ def build_lut(space, agents, db_path: str | Path, runtime: str, options: BuildOp
     slice_runtime(runtime, options.threads, delegate=options.delegate)  # option errors before any work
     plan = make_plan(space, options.plan)
     devices = connect_devices(agent_list, runtime, options, name_errors=several)
-    db = open_lut(db_path, create=True)
+    db = open_lut_for_writing(db_path)
     try:
-        report = run_build(db, space.name, plan, devices, options, several=several, start=start,
-                           progress=progress, log=log)
+        with lut_errors(db_path):  # disk full, locked, damaged mid-build: one line naming the file
+            report = run_build(db, space.name, plan, devices, options, several=several, start=start,
+                               progress=progress, log=log)
     finally:
         db.close()
     return report if several else report.reports[0]

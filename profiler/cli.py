@@ -34,6 +34,7 @@ from search.spaces import list_spaces
 from .agents import LOCAL, RUNNERS, close_agents, default_workdir, name_device, open_agent, open_agents
 from .build import BuildOptions, MultiBuildReport, build_lut
 from .cli_runner import CliGroup
+from .cli_types import FiniteFloat
 from .plan import PLANS
 from .plots import plot_verify
 from .runtimes import DEFAULT_CACHE_DIR, RUNTIMES
@@ -67,7 +68,7 @@ def _phone_options(f):
                      help="phones: adb-shell (no adb binary needed), adb-server (a running adb server), or auto"),
         click.option("--adb-key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="phones: private ADB key [default: ~/.android/adbkey, created on first use]"),
-        click.option("--auth-timeout", "auth_timeout_s", type=click.FloatRange(min=0.1), default=None,
+        click.option("--auth-timeout", "auth_timeout_s", type=FiniteFloat(min=0.1), default=None,
                      hidden=True, help="seconds to wait for the phone to accept the key (tests)"),
     ]):
         f = option(f)
@@ -112,7 +113,7 @@ def spaces() -> None:
               help="also query this phone over TCP (repeatable); phones on an adb server are listed anyway")
 @click.option("--adb-key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
               help="private ADB key [default: ~/.android/adbkey]")
-@click.option("--auth-timeout", "auth_timeout_s", type=click.FloatRange(min=0.1), default=5.0, hidden=True,
+@click.option("--auth-timeout", "auth_timeout_s", type=FiniteFloat(min=0.1), default=5.0, hidden=True,
               help="seconds to wait for a phone to accept the key")
 def devices(devices, key_path, auth_timeout_s) -> None:
     """List the phones seen (adb server + --device): serial, model, SoC, Android, authorized?"""

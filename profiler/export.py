@@ -29,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -254,7 +255,29 @@ def _run_job(job: _Job) -> float:
     return time.process_time() - start
 
 
-def _init_worker(log_path: str, cia_cache: bool) -> None:
+#: How often an export worker checks that the build that started it is alive (s).
+PARENT_POLL_S = 0.5
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """End this worker process when `parent_pid` is gone (re-parented: `getppid()` changes).
+
+    A `kill -9` of `lutbuild build` runs no clean-up, and an idle worker blocks forever reading
+    its task pipe (it holds the write end itself, so it never sees EOF): without this it lived
+    on with ~300 MB. A daemon thread polling the parent pid works on every POSIX system and
+    whichever thread of the parent started the pool (Linux's PR_SET_PDEATHSIG follows the
+    parent *thread*, and the pool is started by the export thread)."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(log_path: str, cia_cache: bool, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     for name, value in QUIET_ENV.items():
         os.environ[name] = value
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -336,7 +359,7 @@ class ModelCache:
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
             self._pool = futures.ProcessPoolExecutor(
                 self.jobs, mp_context=context, initializer=_init_worker,
-                initargs=(str(self.root / "export-worker.log"), self.cia_cache))
+                initargs=(str(self.root / "export-worker.log"), self.cia_cache, os.getpid()))
         for seconds in self._pool.map(_run_job, jobs):
             self.exported += 1
             self.export_cpu_s += seconds

@@ -3,6 +3,9 @@
 Every batch carries the overhead model first and the slice's reference layer second (see
 `calibrate.py`); a batch whose reference drifts more than `drift_pct` from the slice's
 anchor is benchmarked again, at most `max_remeasure` times, and its drift is kept either way.
+A batch whose numbers no run can give (`device_agents.contract.BadTiming`: negative, zero,
+nan/inf, a median outside min..max) is benchmarked once more; a second bad result stops the
+build with that one line, and no row of the batch is written.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from device_agents.contract import BatchResult, BenchmarkSettings
+from device_agents.contract import BadTiming, BatchResult, BenchmarkSettings
 
 from . import calibrate
 from .build_types import BuildOptions
@@ -37,11 +40,19 @@ def measure_batch(agent, paths: Sequence[Path], settings: BenchmarkSettings, ref
     """Benchmark `paths` (overhead model, reference layer, layers) on `agent`; re-measure while
     the reference drifts (module docstring)."""
     attempts = 0
+    bad_before = False
     while True:
         if hasattr(agent, "settle"):
             agent.settle(options.settle_s)
-        result: BatchResult = agent.benchmark(paths, settings)
         attempts += 1
+        try:
+            result: BatchResult = agent.benchmark(paths, settings)
+        except BadTiming as exc:
+            if bad_before:
+                raise
+            bad_before = True
+            say(f"lutbuild: warning: {exc}; re-measuring the batch once")
+            continue
         overhead_ms, ref_ms = result.timings[0].median_ms, result.timings[1].median_ms
         drift = calibrate.drift_pct(ref_ms, reference.value_ms)
         if abs(drift) <= options.drift_pct or attempts > options.max_remeasure:

@@ -77,6 +77,7 @@ def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map
                           f"({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SearchError(f"checkpoint {path}: not a super-network checkpoint (expected format {FORMAT})")
+    _check_payload(path, payload)
     try:
         loaded_space = get_space(payload["space"], **_overrides_back(payload["space_overrides"]))
     except (UnknownSpace, TypeError, ValueError) as exc:
@@ -89,5 +90,39 @@ def load_supernet(path: str | os.PathLike, space: SearchSpace | None = None, map
         raise SearchError(f"checkpoint {path} is for space {payload['space']} ({theirs}), not {space.name} "
                           f"({ours or 'no overrides'})")
     supernet = build_supernet(loaded_space, dropout=payload.get("dropout", 0.0))
-    supernet.load_state_dict(payload["state_dict"])
+    try:
+        supernet.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:  # missing/unexpected keys, wrong shapes
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise SearchError(f"checkpoint {path}: field 'state_dict' does not fit a super-network of space "
+                          f"{payload['space']!r} ({first[:200]})") from None
     return loaded_space, supernet, payload["meta"]
+
+
+#: field -> (expected types, what to say); `dropout` may be absent (older checkpoints).
+_FIELDS = {
+    "space": (str, "a space name"),
+    "space_overrides": (dict, "a dict of spec fields"),
+    "space_spec": (dict, "a dict of spec fields"),
+    "dropout": ((int, float), "a number"),
+    "state_dict": (dict, "a dict of tensors"),
+    "meta": (dict, "a dict"),
+}
+
+
+def _check_payload(path: Path, payload: dict) -> None:
+    """Each field of a checkpoint against its expected type (a SearchError naming the first bad one)."""
+    for name, (types, what) in _FIELDS.items():
+        if name not in payload:
+            if name == "dropout":
+                continue
+            raise SearchError(f"checkpoint {path}: field {name!r} is missing (expected {what})")
+        value = payload[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise SearchError(f"checkpoint {path}: field {name!r} is {type(value).__name__}, expected {what}")
+    if not all(isinstance(k, str) for k in payload["space_overrides"]):
+        raise SearchError(f"checkpoint {path}: field 'space_overrides' has non-text keys")
+    bad = next((k for k, v in payload["state_dict"].items() if not isinstance(k, str) or not torch.is_tensor(v)),
+               None)
+    if bad is not None:
+        raise SearchError(f"checkpoint {path}: field 'state_dict' entry {bad!r} is not a named tensor")

@@ -3,16 +3,17 @@ from pathlib import Path
 
 import click
 
+from profiler.cli_types import COUNT, FRACTION
 from search.demo import DemoConfig, run_demo
 
 
 @click.command()
-@click.option("--out", type=click.Path(path_type=Path), default=DemoConfig.out, show_default=True,
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DemoConfig.out, show_default=True,
               help="Folder for the LUT, super-network, search, exported files and report (re-running resumes).")
-@click.option("--epochs", type=int, default=DemoConfig.epochs, show_default=True, help="Super-network epochs.")
-@click.option("--target-fraction", type=float, default=DemoConfig.target_fraction, show_default=True,
+@click.option("--epochs", type=COUNT, default=DemoConfig.epochs, show_default=True, help="Super-network epochs.")
+@click.option("--target-fraction", type=FRACTION, default=DemoConfig.target_fraction, show_default=True,
               help="Latency target as a fraction of the max network's LUT latency.")
-@click.option("--finetune-epochs", type=int, default=DemoConfig.finetune_epochs, show_default=True)
+@click.option("--finetune-epochs", type=COUNT, default=DemoConfig.finetune_epochs, show_default=True)
 @click.option("--plan", type=click.Choice(["full", "sparse"]), default=DemoConfig.plan, show_default=True,
               help="LUT sampling plan.")
 @click.option("--seed", type=int, default=DemoConfig.seed, show_default=True)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import click
 
+from profiler.cli_types import COUNT, NON_NEGATIVE, POSITIVE, TORCH_DEVICE
 from search import distributed
+from search.errors import SearchError
+from search.spaces import get_space
 from search.tasks import TASK_NAMES, get_task
 from search.train import TrainConfig, train as train_supernet
 
@@ -18,22 +21,24 @@ _D = TrainConfig()
               help="Classification: 'builtin', an ImageFolder root (train/<class>/..., val/...) or a CIFAR-10 "
                    "python directory. Depth: 'builtin-depth' or a NYU Depth v2 folder (FastDepth's h5 files). "
                    "[the task's built-in set]")
-@click.option("--epochs", default=_D.epochs, show_default=True, type=int, help="Total epochs (also with --resume).")
+@click.option("--epochs", default=_D.epochs, show_default=True, type=COUNT, help="Total epochs (also with --resume).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory: supernet.pt (checkpoint every epoch) and train_log.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/supernet.pt with its saved settings.")
-@click.option("--batch-size", default=_D.batch_size, show_default=True, type=int, help="Images per process.")
-@click.option("--lr", default=None, type=float, help="Peak learning rate [default: 0.1 x global batch / 128 (SGD)].")
+@click.option("--batch-size", default=_D.batch_size, show_default=True, type=COUNT, help="Images per process.")
+@click.option("--lr", default=None, type=POSITIVE, help="Peak learning rate [default: 0.1 x global batch / 128 (SGD)].")
 @click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
               help="[classification: sgd; depth: adamw]")
 @click.option("--seed", default=_D.seed, show_default=True, type=int, help="Seed of init, data order, OD draws.")
-@click.option("--workers", default=_D.workers, show_default=True, type=int, help="DataLoader worker processes.")
-@click.option("--granularity", default=None, type=int, help="Channel step of width choices [default: the space's].")
-@click.option("--holdout", default=None, type=int,
+@click.option("--workers", default=_D.workers, show_default=True, type=NON_NEGATIVE,
+              help="DataLoader worker processes.")
+@click.option("--granularity", default=None, type=COUNT, help="Channel step of width choices [default: the space's].")
+@click.option("--holdout", default=None, type=NON_NEGATIVE,
               help="Training images held out for MCD scoring [default: 10% of train, at most 10,000]. "
                    "Classification only: depth data sets have a fixed holdout split.")
-@click.option("--steps-per-epoch", default=None, type=int, help="Cap steps per epoch (smoke runs).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda:<local rank> if available].")
+@click.option("--steps-per-epoch", default=None, type=COUNT, help="Cap steps per epoch (smoke runs).")
+@click.option("--device", default=None, type=TORCH_DEVICE,
+              help="cpu, cuda, cuda:1 ... [default: cuda:<local rank> if available].")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer, seed, workers, granularity, holdout,
           steps_per_epoch, device, no_progress) -> None:
@@ -41,6 +46,8 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
 
     The space's task decides what is trained: classification (cross-entropy, top-1) or depth
     (masked L1, RMSE/δ1 for `fastdepth`, `fastdepth-tiny`)."""
+    if granularity is not None:
+        _check_granularity(space, granularity)
     cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, seed=seed, workers=workers, granularity=granularity, holdout=holdout,
                       steps_per_epoch=steps_per_epoch, progress=not no_progress)
@@ -51,3 +58,12 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
     summary = get_task(result.task).result_summary(result.metrics)
     if summary and not no_progress:
         click.echo(f"wrote {result.checkpoint} ({summary})")
+
+
+def _check_granularity(space_name: str, granularity: int) -> None:
+    """--granularity at most the space's narrowest layer: a larger step rounds every width up to a
+    multiple of it (1000 would make a 16-channel layer 1000 channels wide and a step take minutes)."""
+    narrowest = min(var.max for var in get_space(space_name).width_vars.values())
+    if granularity > narrowest:
+        raise SearchError(f"--granularity {granularity}: larger than the narrowest layer of {space_name} "
+                          f"({narrowest} channels), which it would widen; expected 1..{narrowest}")

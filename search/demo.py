@@ -33,6 +33,7 @@ from profiler.export import export_module
 from profiler.predictor import LatencyPredictor
 from profiler.runtimes import benchmark_settings, slice_runtime
 from search.checkpoint import load_supernet
+from search.errors import SearchError
 from search.finetune import FinetuneConfig, finetune_network
 from search.mcd.report import write_report
 from search.mcd.run_baselines import run_baselines
@@ -62,6 +63,19 @@ class DemoConfig:
     finetune_epochs: int = 2  # identical short fine-tune for the searched net and the baseline
     threads: int = 1  # torch threads: on 2 busy cores depthwise backward was 4-13x slower with 2 threads
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Every setting checked before step 1: a bad one fails in a second, not after the LUT build."""
+        for name in ("epochs", "finetune_epochs", "candidates", "layers", "holdout_size", "calib_batches", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SearchError(f"demo --{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
+        if not (isinstance(self.target_fraction, (int, float)) and 0 < self.target_fraction <= 1):
+            raise SearchError(f"demo --target-fraction: expected a number in (0, 1], got {self.target_fraction!r}")
+        if self.plan not in ("full", "sparse"):
+            raise SearchError(f"demo --plan: expected full or sparse, got {self.plan!r}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise SearchError(f"demo --out {self.out}: is a file, expected a folder (created if missing)")
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:

@@ -29,7 +29,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from search.errors import SearchError
+
 OPTIMIZERS = ("sgd", "adamw")
+
+
+class NonFiniteLoss(SearchError):
+    """The loss of a step was nan or inf (training diverged: usually too high a learning rate).
+
+    Raised by `fit` before that step's backward pass, so the weights and whatever the caller
+    saved after the previous epoch are the last good ones."""
+
+    def __init__(self, epoch: int, index: int, loss: float, lr: float | None) -> None:
+        at_lr = f" at lr {lr:.3g}" if lr is not None else ""
+        super().__init__(f"training diverged: loss {loss} at epoch {epoch + 1}, step {index + 1}{at_lr}; "
+                         "lower --lr (or check the data)")
+        self.epoch, self.index, self.loss, self.lr = epoch, index, loss, lr
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -103,6 +118,7 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.
     ``on_step(Step)``, whose returned dict (if any) is shown on the progress bar.
     ``on_epoch(epoch, steps, seconds)`` runs after each epoch. `progress(epoch)`, when given,
     is the description of a tqdm bar per epoch. `forward` None: ``model(inputs)``.
+    A nan or inf loss raises `NonFiniteLoss` before its backward pass (no step is taken on it).
     """
     forward = forward or model
     done = 0
@@ -118,6 +134,11 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.
             with autocast():
                 output = forward(inputs)
                 loss = loss_fn(output, target)
+            if not torch.isfinite(loss.detach()).all():  # before the step: the weights stay the last good ones
+                if bar is not None:
+                    bar.close()
+                raise NonFiniteLoss(epoch, index, float(loss.detach().float().mean()),
+                                    optimizer.param_groups[0].get("lr"))
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()

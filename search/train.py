@@ -38,7 +38,7 @@ from search.checkpoint import load_supernet, save_supernet
 from search.data import make_loader
 from search.errors import SearchError
 from search.evaluate import RECALIBRATION_BATCHES, recalibrate_bn
-from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
+from search.optim import NonFiniteLoss, Step, fit, make_optimizer, warmup_cosine_schedule
 from search.spaces import SearchSpace, get_space
 from search.supernet import ODPolicy, build_supernet
 from search.tasks import Task, task_of
@@ -122,7 +122,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, device: s
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(out / LOG_NAME, start_epoch)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    record = _fit_epochs(run, range(start_epoch, end_epoch), out)
+    try:
+        record = _fit_epochs(run, range(start_epoch, end_epoch), out)
+    except NonFiniteLoss as exc:  # raised before its step: the checkpoint on disk is the last good one
+        raise SearchError(f"{exc}; {_last_good(out / CHECKPOINT_NAME, exc.epoch)}") from None
     if resumed is not None and not record:
         record = resumed.meta.get("metrics", {})
     return TrainResult(out / CHECKPOINT_NAME, cfg.epochs, record, run.task.name)
@@ -301,6 +304,13 @@ def _save_epoch(run: _Run, epoch: int, record: dict, out: Path) -> None:
     save_supernet(out / CHECKPOINT_NAME, run.supernet, meta)
     with open(out / LOG_NAME, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _last_good(checkpoint: Path, failed_epoch: int) -> str:
+    """What a diverged run left: the checkpoint of the epoch before `failed_epoch` (0-based), if any."""
+    if not checkpoint.is_file():
+        return "no checkpoint was written"
+    return f"kept the last good checkpoint {checkpoint} (after epoch {failed_epoch})"
 
 
 def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:

@@ -137,3 +137,71 @@ def test_bad_inputs_fail_fast_with_one_line(files, tmp_path, capsys, case, messa
         assert DEVICE in lines[0]  # lists the slices there are
     if case == "missing":
         assert "lutbuild build --space mbv3-tiny" in lines[0] and "e.g." in lines[0]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--target-latency-ms", "inf"), ("--target-latency-ms", "nan"), ("--target-latency-ms", "0"),
+    ("--target-latency-ms", "-1"), ("--target-latency-ms", "5,inf"), ("--target-latency-ms", "4,5"),
+    ("--target-macs", "inf"), ("--target-macs", "nan"), ("--target-macs", "0M"), ("--target-macs", "-3M"),
+])
+def test_non_finite_or_non_positive_targets_are_rejected(files, tmp_path, capsys, option, value):
+    """Issue 13 row 8: no Infinity/NaN reaches final.json or state.json; rejected before any work."""
+    out = tmp_path / "bad"
+    argv = base(files, out)
+    i = argv.index("--target-latency-ms")
+    argv[i:i + 2] = [option, value]
+    code, _, err = run(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and option in lines[0], err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_out_that_is_a_file_is_one_line(files, tmp_path, capsys):
+    """Issue 13 row 13: `search --out` an existing file."""
+    out = tmp_path / "a-file"
+    out.write_text("keep me")
+    for target in ("5.0", "6,5"):
+        code, _, err = run(base(files, out, target=target), capsys)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "is a file, not a folder" in lines[0] and str(out) in lines[0], err
+        assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("state.json", '{"iteration": 2, "conf', "state.json: not valid JSON"),
+    ("state.json", '[1, 2]', "state.json: not a search checkpoint"),
+    ("state.json", None, "state.json: field 'rng_state' is missing or not a random-generator state"),
+    ("history.jsonl", '{"iteration": 0}\nnot json\n{"iteration": 1}\n', "history.jsonl: line 2 is not JSON"),
+])
+def test_resume_with_a_corrupt_file_names_it(files, tmp_path, capsys, name, content, message):
+    """Issue 13 row 14: `--resume` with a corrupt state.json (or history, final) -> one line naming the file."""
+    out = tmp_path / "s"
+    code, _, err = run(base(files, out, target="7.0") + FAST + ["--stop-after", "1"], capsys)
+    assert code == 0, err
+    path = out / name
+    if content is None:  # valid JSON, one field broken
+        state = json.loads(path.read_text())
+        state["rng_state"] = "garbage"
+        content = json.dumps(state)
+    path.write_text(content)
+    code, _, err = run(base(files, out, target="7.0") + FAST + ["--resume"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and message in lines[0] and str(out) in lines[0], err
+    assert path.read_text() == content  # left as it was for the user to inspect
+
+
+def test_corrupt_final_json_is_one_line_naming_it(files, tmp_path, capsys):
+    """Issue 13 row 14 (final.json): the report and a resumed multi-target search read it."""
+    out = tmp_path / "multi"
+    argv = base(files, out, target="7,6.5") + FAST + ["--pareto-baselines", ""]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    final = out / "t7ms" / "final.json"
+    final.write_text("{not json")
+    for command in (argv + ["--resume"], ["report", "--search", out / "t7ms"]):
+        code, _, err = run(command, capsys)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and f"{final}: not valid JSON" in lines[0], err
+    final.write_text('{"space": "mbv3-tiny"}')
+    code, _, err = run(["report", "--search", out / "t7ms"], capsys)
+    assert code == 1 and "final.json: not a search result" in err

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from search.errors import SearchError
@@ -32,6 +32,7 @@ SPLITS = ("train", "val", "holdout")
 MEAN, STD = 0.5, 0.25
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 HOLDOUT_SEED = 0  # fixed so every run (and every MCD search) holds out the same images
+CIFAR_CLASSES = 10  # labels of a CIFAR-10 python batch are checked against it
 
 
 def default_holdout(train_size: int) -> int:
@@ -80,6 +81,13 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.files[index]
+        try:
+            return self._load(path), torch.tensor(label)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:  # PIL's ways to say "corrupt"
+            why = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise SearchError(f"image {path}: unreadable ({why}); remove or replace it") from None
+
+    def _load(self, path: Path) -> torch.Tensor:
         with Image.open(path) as im:
             im = im.convert("RGB")
             w, h = im.size
@@ -90,7 +98,7 @@ class ImageFolderDataset(Dataset):
             left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
             im = im.crop((left, top, left + self.image_size, top + self.image_size))
             array = np.asarray(im, np.uint8)
-        return to_tensor(torch.from_numpy(array.copy())), torch.tensor(label)
+        return to_tensor(torch.from_numpy(array.copy()))
 
 
 class Subset(Dataset):
@@ -247,8 +255,12 @@ def _cifar(root: Path, split: str, image_size: int) -> ArrayDataset:
     if image_size != 32:
         images = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR))
                            for im in images])
-    classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 10))
-    classes = classes if len(classes) >= 10 else tuple(str(i) for i in range(10))
+    bad = np.flatnonzero((labels < 0) | (labels >= CIFAR_CLASSES))
+    if len(bad):
+        raise SearchError(f"data path {root}: label {int(labels[bad[0]])} of image {int(bad[0])} (of {len(labels)} in "
+                          f"{' + '.join(p.name for p in present)}) is outside 0..{CIFAR_CLASSES - 1}; CIFAR-10 has "
+                          f"{CIFAR_CLASSES} classes")
+    classes = tuple(str(i) for i in range(CIFAR_CLASSES))
     info = DatasetInfo(str(root), "cifar10", "val" if split == "val" else "train", len(labels), len(classes),
                        classes)
     return ArrayDataset(images, labels, info)

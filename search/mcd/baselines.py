@@ -3,10 +3,15 @@
 - `uniform_baseline`: MobileNet-style width multiplier. Every width of the max network
   scaled by one multiplier (kernels kept at max), the largest multiplier (step 0.01) that
   meets every constraint; scored like an MCD candidate.
-- `random_baseline`: random search with MCD's evaluation budget (the number of candidates
-  MCD scored). Each draw is a uniformly random sub-network; one that misses a constraint is
-  shrunk on randomly ordered dimensions (round-robin, as MCD candidates) until it meets
-  them, so every draw sits near the constraint rather than far below it. Best score wins.
+- `random_baseline`: a *fair* random search with MCD's evaluation budget (the number of
+  candidates MCD scored, landing included). Each draw is a uniformly random sub-network
+  repaired into the band MCD lands in (`landing.in_band`: every limit met, the tightest
+  within 2 % of it): one that misses a constraint is shrunk on randomly ordered dimensions
+  (round-robin, as MCD candidates) until it meets them; one that sits below the band is
+  grown one step at a time on randomly ordered dimensions while every limit holds. A draw
+  that cannot be repaired into the band (coarse steps) is redrawn (at most 20 draws per
+  network scored). So random networks spend the same resource as MCD's instead of sitting
+  far under the target (issue 14: 0.073 ms for a 0.288 ms target). Best score wins.
 - `netadapt_v1`: NetAdapt (Yang et al. 2018) as its public code does it: one layer per
   proposal, a proposal for *every* shrinkable width each iteration, each proposal
   short-fine-tuned from the current network's weights (no super-network scoring), the most
@@ -33,7 +38,8 @@ from search.spaces.space import SearchSpace, SubnetConfig
 from search.supernet import slice_like
 from search.tasks import task_of
 
-from .candidates import KERNEL_PREFIX, dimensions, make_candidate, meets, shrink_step
+from .candidates import KERNEL_PREFIX, dimensions, grow_step, make_candidate, meets, shrink_step
+from .landing import in_band
 from .metrics import Constraint
 from .schedule import ReductionSchedule
 from .scoring import Scorer, score_all
@@ -81,29 +87,54 @@ def uniform_baseline(space: SearchSpace, constraints: Sequence[Constraint], scor
 
 def random_baseline(space: SearchSpace, constraints: Sequence[Constraint], scorer: Scorer, budget: int,
                     seed: int = 0, report_metrics=()) -> BaselineResult:
-    """Best of `budget` random sub-networks that meet every constraint."""
+    """Best of `budget` random sub-networks inside the landing band of every constraint."""
     if budget < 1:
         raise SearchError(f"random baseline: budget must be >= 1, got {budget}")
     t0 = time.perf_counter()
     rng = random.Random(seed)
-    limits = {c.name: c.limit for c in constraints}
-    dims = dimensions(space)
     configs: list[SubnetConfig] = []
     seen = set()
-    for _ in range(budget * 20):
-        if len(configs) >= budget:
-            break
-        cfg = space.random_config(rng)
-        order = list(dims)
-        rng.shuffle(order)
-        cand = make_candidate(space, cfg, constraints, limits, order)
-        if cand is not None and cand.config not in seen:
-            seen.add(cand.config)
-            configs.append(cand.config)
+    draws = 0
+    while draws < budget * 20 and len(configs) < budget:
+        draws += 1
+        cfg = repair_into_band(space, space.random_config(rng), constraints, rng)
+        if cfg is not None and cfg not in seen:
+            seen.add(cfg)
+            configs.append(cfg)
+    if not configs:
+        raise SearchError(f"random baseline: none of {draws} random networks of {space.name} could be brought "
+                          "within 2 % under the constraints")
     scores = score_all(configs, scorer)
     best = max(range(len(configs)), key=lambda i: (scores[i], -i))
     return BaselineResult("random", configs[best], _values(constraints, configs[best], report_metrics), scores[best],
-                          len(configs), time.perf_counter() - t0, {"scores": scores})
+                          len(configs), time.perf_counter() - t0, {"scores": scores, "draws": draws})
+
+
+def repair_into_band(space: SearchSpace, config: SubnetConfig, constraints: Sequence[Constraint],
+                     rng: random.Random) -> SubnetConfig | None:
+    """`config` shrunk onto the limits if it misses one, then grown into the band while every
+    limit holds (see `random_baseline`); None when it cannot reach the band."""
+    limits = {c.name: c.limit for c in constraints}
+    order = dimensions(space)
+    rng.shuffle(order)
+    candidate = make_candidate(space, config, constraints, limits, order)
+    if candidate is None:
+        return None
+    config, values = candidate.config, dict(candidate.values)
+    grew = True
+    while grew and not in_band(values, limits):
+        grew = False
+        rng.shuffle(order)
+        for dim in order:
+            grown = grow_step(space, config, dim)
+            if grown is None:
+                continue
+            grown_values = {c.name: c.metric.value(grown) for c in constraints}
+            if meets(grown_values, limits):
+                config, values, grew = grown, grown_values, True
+                if in_band(values, limits):
+                    break
+    return config if in_band(values, limits) else None
 
 
 def transfer_weights(source_model, target_model) -> None:

@@ -56,6 +56,10 @@ def dimensions(space: SearchSpace) -> list[str]:
     return dims
 
 
+def _block(space: SearchSpace, name: str):
+    return next(b for b in space.blocks if b.name == name)
+
+
 def shrink_step(space: SearchSpace, config: SubnetConfig, dim: str) -> SubnetConfig | None:
     """`config` (canonical) with `dim` one choice smaller, canonical; None if it cannot shrink.
 
@@ -63,8 +67,7 @@ def shrink_step(space: SearchSpace, config: SubnetConfig, dim: str) -> SubnetCon
     """
     if dim.startswith(KERNEL_PREFIX):
         block_name = dim[len(KERNEL_PREFIX):]
-        block = space.block_by_name(block_name) if hasattr(space, "block_by_name") else \
-            next(b for b in space.blocks if b.name == block_name)
+        block = _block(space, block_name)
         if space.is_removed(block, config):
             return None
         smaller = [k for k in block.kernel_choices if k < config.kernels[block_name]]
@@ -74,6 +77,36 @@ def shrink_step(space: SearchSpace, config: SubnetConfig, dim: str) -> SubnetCon
         shrunk = space.canonical(config.replace(widths={dim: choice}))
         if shrunk != config:
             return shrunk
+    return None
+
+
+def grow_step(space: SearchSpace, config: SubnetConfig, dim: str) -> SubnetConfig | None:
+    """`config` (canonical) with `dim` one choice larger, canonical; None if it cannot grow.
+
+    The mirror of `shrink_step`, for the landing phase (`landing.py`). Growing the ``.out``
+    or ``.expand`` width of a block CBC removed restores the block at the smallest non-zero
+    choice of both (one alone would leave it removed). Steps that leave the network
+    unchanged (a CBC width already at its stream's width) count as "cannot".
+    """
+    if dim.startswith(KERNEL_PREFIX):
+        block_name = dim[len(KERNEL_PREFIX):]
+        block = _block(space, block_name)
+        if space.is_removed(block, config):
+            return None
+        larger = [k for k in block.kernel_choices if k > config.kernels[block_name]]
+        return config.replace(kernels={block_name: min(larger)}) if larger else None
+    value = config.widths[dim]
+    partner = next(((b.out_var, b.expand_var) for b in space.blocks
+                    if b.residual and b.expand_var and dim in (b.out_var, b.expand_var)), None)
+    for choice in sorted(c for c in space.width_vars[dim].choices if c > value):
+        widths = {dim: choice}
+        if partner is not None:
+            for var in partner:
+                if var != dim and config.widths[var] == 0:
+                    widths[var] = min(c for c in space.width_vars[var].choices if c > 0)
+        grown = space.canonical(config.replace(widths=widths))
+        if grown != config:
+            return grown
     return None
 
 

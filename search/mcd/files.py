@@ -7,7 +7,10 @@
 - ``state.json``: checkpoint after every iteration (current config, iteration, RNG state,
   options); ``--resume`` continues from it and reaches the same final network as an
   uninterrupted run with the same seed.
-- ``final.json``: the searched architecture (`final_record`) once every constraint holds.
+- ``final.json``: the searched architecture (`final_record`) once every constraint holds,
+  with ``unused_budget`` (per constraint, the share of its limit left unused).
+- ``targets.json`` (a multi-target search only, `targets.py`): the index of its targets,
+  each a folder holding the files above.
 
 Under torchrun every rank builds the same `SearchFiles`; only rank 0 writes (the writes are
 no-ops on the other ranks). Every JSON file is written atomically (a temporary file renamed
@@ -27,6 +30,7 @@ from search.errors import SearchError
 from search.spaces.space import SearchSpace, SubnetConfig
 
 HISTORY, STATE, FINAL, REQUEST = "history.jsonl", "state.json", "final.json", "request.json"
+INDEX = "targets.json"  # a multi-target search's index (`targets.py`): its targets and their folders
 STATE_FORMAT = 1  # version of state.json; a checkpoint of another format is not resumed
 
 
@@ -38,21 +42,60 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON in `path`, or None when there is no such file."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """The JSON in `path`, or None when there is no such file; SearchError (one line naming
+    the file) when it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SearchError(f"{path}: not valid JSON ({exc}); restore it or delete the search folder") from None
 
 
 def read_history(out: str | Path) -> list[dict]:
-    """Records of ``history.jsonl`` (a torn last line of a killed run is skipped)."""
+    """Records of ``history.jsonl``; a torn *last* line (a killed run) is skipped, any other
+    line that is not a record with an integer ``iteration`` is a SearchError naming the file."""
     path = Path(out) / HISTORY
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SearchError(f"{path}: not a UTF-8 history ({exc})") from None
     records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                continue  # torn by a kill while it was appended
+            raise SearchError(f"{path}: line {number} is not JSON; restore the file or delete the search folder") \
+                from None
+        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
+            raise SearchError(f"{path}: line {number} is not a history record (an object with an integer "
+                              "'iteration')")
+        records.append(record)
     return records
+
+
+def is_multi_target(out: str | Path) -> bool:
+    """Whether `out` holds a multi-target search (its index, ``targets.json``)."""
+    return (Path(out) / INDEX).is_file()
+
+
+def read_index(out: str | Path) -> dict:
+    """``targets.json``; SearchError (one line naming the file) when it is not the index."""
+    path = Path(out) / INDEX
+    index = read_json(path)
+    if not (isinstance(index, dict) and isinstance(index.get("targets"), list)
+            and all(isinstance(t, dict) and isinstance(t.get("dir"), str) for t in index["targets"])):
+        raise SearchError(f"{path}: not a multi-target index (expected an object with a 'targets' list)")
+    return index
+
+
+def target_dirs(out: str | Path) -> list[Path]:
+    """The folder of every target of the multi-target search in `out`, in search order."""
+    return [Path(out) / t["dir"] for t in read_index(out)["targets"]]
 
 
 def final_record(space: SearchSpace, config: SubnetConfig, values: Mapping[str, float], score: float,
@@ -83,6 +126,56 @@ def state_identity(space_name: str, limits: Mapping[str, float], mcd: Mapping[st
     return {"format": STATE_FORMAT, "space": space_name, "limits": dict(limits), "mcd": dict(mcd)}
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _number(v) for k, v in value.items())
+
+
+def _rng_state(value: Any) -> bool:
+    """`random.Random.getstate()` as JSON: [version, [625 ints], gauss or null]."""
+    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], int)
+            and isinstance(value[1], list) and len(value[1]) == 625 and all(isinstance(i, int) for i in value[1])
+            and (value[2] is None or _number(value[2])))
+
+
+#: Every field of ``state.json`` the search reads, and what it must be.
+_STATE_FIELDS: dict[str, tuple[str, Any]] = {
+    "format": ("an integer", lambda v: isinstance(v, int)),
+    "space": ("a space name", lambda v: isinstance(v, str)),
+    "limits": ("an object of numbers", _numbers),
+    "mcd": ("an object", lambda v: isinstance(v, dict)),
+    "iteration": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "config": ("a subnet config (an object with 'widths')", lambda v: isinstance(v, dict)
+               and isinstance(v.get("widths"), dict) and _numbers(v["widths"])
+               and _numbers(v.get("kernels", {}))),
+    "score": ("a number", _number),
+    "initial_values": ("an object of numbers", _numbers),
+    "rng_state": ("a random-generator state", _rng_state),
+    "elapsed_s": ("a number", _number),
+}
+
+
+def check_state(state: Any, path: Path) -> None:
+    """SearchError (one line naming `path` and the field) unless `state` has the shape
+    `search._Progress.state` writes (with `state_identity`'s keys)."""
+    if not isinstance(state, dict):
+        raise SearchError(f"{path}: not a search checkpoint (expected a JSON object)")
+    for name, (expected, ok) in _STATE_FIELDS.items():
+        if name not in state or not ok(state[name]):
+            raise SearchError(f"{path}: field {name!r} is missing or not {expected}; restore the file or "
+                              "delete the search folder")
+    landing = state.get("landing", {})
+    if not (isinstance(landing, dict) and all(_number(landing.get(k, 0)) for k in ("steps", "scored"))
+            and isinstance(landing.get("rejected", []), list)
+            and (landing.get("floor") is None or _number(landing["floor"]))):
+        raise SearchError(f"{path}: field 'landing' is not the landing progress (steps, scored, rejected, floor)")
+    if not isinstance(state.get("schedule_offset", 0), int):
+        raise SearchError(f"{path}: field 'schedule_offset' is not an integer")
+
+
 class SearchFiles:
     """The files of the search folder `out`; writes on rank 0 only (see the module docstring)."""
 
@@ -95,8 +188,14 @@ class SearchFiles:
         return read_history(self.out)
 
     def final(self) -> dict | None:
-        """``final.json``, or None while the search has not finished."""
-        return read_json(self.out / FINAL)
+        """``final.json``, or None while the search has not finished; SearchError (naming the
+        file) when it is not a search result."""
+        final = read_json(self.out / FINAL)
+        if final is not None and not (isinstance(final, dict) and isinstance(final.get("config"), dict)
+                                      and isinstance(final.get("space"), str)):
+            raise SearchError(f"{self.out / FINAL}: not a search result (expected an object with 'space' and "
+                              "'config')")
+        return final
 
     def finished(self, hint: str = "") -> dict:
         """``final.json``; SearchError (one line, ending with `hint`) while there is none."""
@@ -114,8 +213,13 @@ class SearchFiles:
         return data
 
     def read_state(self) -> dict:
-        """``state.json``: the checkpoint of the search to resume."""
-        return json.loads((self.out / STATE).read_text(encoding="utf-8"))
+        """``state.json``: the checkpoint of the search to resume, its shape checked
+        (`check_state`); SearchError naming the file otherwise."""
+        state = read_json(self.out / STATE)
+        if state is None:
+            raise SearchError(f"--resume: {self.out} holds no search checkpoint ({STATE})")
+        check_state(state, self.out / STATE)
+        return state
 
     def check_resumable(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
         """SearchError unless the checkpoint `state` matches `identity` (`state_identity`:
@@ -139,6 +243,8 @@ class SearchFiles:
         """
         if not self.writer:
             return
+        if self.out.exists() and not self.out.is_dir():
+            raise SearchError(f"--out {self.out} is a file, not a folder; choose another --out")
         state = self.out / STATE
         if state.exists() and not resume:
             raise SearchError(f"{self.out} already holds a search ({STATE}); pass --resume to continue it "

@@ -86,7 +86,7 @@ def write_report(search_dir: str | Path, log: Callable[[str], None] = print) -> 
 
 
 # ----------------------------------------------------------------------------- plots
-def _pyplot():
+def pyplot():
     import matplotlib  # plots only: matplotlib takes ~0.5 s to import and most commands never plot
 
     matplotlib.use("Agg")
@@ -95,25 +95,41 @@ def _pyplot():
     return plt
 
 
+#: Axis labels of the resources a search records (its own axis each: ms and MACs differ by 10^7).
+RESOURCE_LABELS = {"latency_ms": "LUT latency (ms)", "measured_ms": "measured latency (ms)", "macs": "MACs (M)"}
+_SCALE = {"macs": 1e-6}  # shown in millions
+
+
 def plot_trajectory(inputs: ReportInputs, path: Path) -> None:
-    """Left: each resource of the current network per iteration (dashed: its limit); right:
-    the score of the current network and of every candidate."""
-    plt = _pyplot()
+    """One panel per resource of the current network per step (dashed: its limit), then the
+    score of the current network and of every candidate; the landing steps are shaded."""
+    plt = pyplot()
     history, task = inputs.history, inputs.task
-    its = [r["iteration"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name in inputs.final["values"]:
-        axes[0].plot(its, [r["values"].get(name) for r in history], marker="o", label=name)
+    steps = [r["iteration"] for r in history]
+    landing = [r["iteration"] for r in history if r.get("phase") == "land"]
+    names = list(inputs.final["values"])
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.6 * (len(names) + 1), 3.4), squeeze=False)
+    axes = axes[0]
+    for ax, name in zip(axes, names):
+        scale = _SCALE.get(name, 1.0)
+        ax.plot(steps, [r["values"].get(name, float("nan")) * scale for r in history], marker="o", ms=3)
+        title = name
         if name in inputs.limits:
-            axes[0].axhline(inputs.limits[name], ls="--", lw=1, color="grey")
-    axes[0].set_xlabel("iteration"), axes[0].set_title("resource of the current network (dashed: limit)")
-    axes[0].set_yscale("log"), axes[0].legend(fontsize=8)
+            ax.axhline(inputs.limits[name] * scale, ls="--", lw=1, color="grey")
+            title += " (dashed: limit)"
+        ax.set_ylabel(RESOURCE_LABELS.get(name, name)), ax.set_title(title, fontsize=9)
     shown = task.plot_value  # score -> what the plots show (e.g. RMSE = -score)
-    axes[1].plot(its, [shown(r["score"]) for r in history], marker="o", color="C2")
+    axes[-1].plot(steps, [shown(r["score"]) for r in history], marker="o", ms=3, color="C2")
     for r in history[1:]:
-        axes[1].scatter([r["iteration"]] * len(r["candidates"]), [shown(c["score"]) for c in r["candidates"]], s=6,
-                        color="grey", alpha=0.5)
-    axes[1].set_xlabel("iteration"), axes[1].set_title(f"{task.plot_label} (dots: all candidates)")
+        axes[-1].scatter([r["iteration"]] * len(r["candidates"]), [shown(c["score"]) for c in r["candidates"]], s=5,
+                         color="grey", alpha=0.5)
+    axes[-1].set_ylabel(task.plot_label), axes[-1].set_title("score (dots: candidates)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("MCD iteration / landing step")
+        if landing:
+            ax.axvspan(min(landing) - 0.5, max(landing) + 0.5, color="C1", alpha=0.12, lw=0)
+    if landing:
+        fig.suptitle("shaded: landing steps (growing back into the unused budget)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -121,7 +137,7 @@ def plot_trajectory(inputs: ReportInputs, path: Path) -> None:
 
 def plot_tradeoff(inputs: ReportInputs, path: Path) -> None:
     """Score vs the constrained resource: the MCD trajectory, the searched network, the baselines."""
-    plt = _pyplot()
+    plt = pyplot()
     final, x_name, shown = inputs.final, inputs.x_name, inputs.task.plot_value
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot([r["values"][x_name] for r in inputs.history], [shown(r["score"]) for r in inputs.history], marker=".",
@@ -157,8 +173,20 @@ def _summary_lines(inputs: ReportInputs) -> list[str]:
     final = inputs.final
     return [f"# Search report: {final['space']}", "",
             "Constraints: " + ", ".join(f"`{n} <= {v:g}`" for n, v in inputs.limits.items())
-            + f"; {final['iterations']} MCD iterations, {final.get('search_time_s', 0):.0f} s search, "
-            f"J={final['mcd']['candidates']}, L={final['mcd']['layers']}, seed {final['mcd']['seed']}."]
+            + f"; {final['iterations']} MCD iterations, {final.get('landing_steps', 0)} landing steps, "
+            f"{final.get('search_time_s', 0):.0f} s search, "
+            f"J={final['mcd']['candidates']}, L={final['mcd']['layers']}, seed {final['mcd']['seed']}.",
+            *_unused_lines(final)]
+
+
+def _unused_lines(final: dict) -> list[str]:
+    """The share of each limit the searched network leaves unused (``final.json``'s ``unused_budget``)."""
+    unused = final.get("unused_budget")
+    if not unused:
+        return []
+    return ["", "Unused budget: " + ", ".join(f"{n} {u:.1%} (searched {final['values'][n]:.4g} of "
+                                             f"{final['limits'][n]:.4g})" for n, u in unused.items())
+            + ("" if final.get("mcd", {}).get("land", True) else " (landing off: `--no-land`)") + "."]
 
 
 def _table_lines(inputs: ReportInputs, measured: dict | None) -> list[str]:

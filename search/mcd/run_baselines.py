@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from search import distributed
 from search.data import make_loader
 from search.errors import SearchError
 from search.tasks import task_of
@@ -45,23 +46,43 @@ def rebuild(search_dir: Path, log: Callable[[str], None] = print
 
 
 def run_baselines(search_dir: str | Path, names: Sequence[str], v1_steps: int = 50, v1_lr: float | None = None,
-                  log: Callable[[str], None] = print, task: str | None = None) -> dict:
+                  log: Callable[[str], None] = print, task: str | None = None, budget: int | None = None) -> dict:
     """Compute the named baselines for a finished search; merged into ``baselines.json``.
 
     `v1_lr`: NetAdapt V1's per-proposal fine-tune LR (None: the task's). For a depth search
     each baseline also keeps every held-out metric (``detail["holdout_metrics"]``: RMSE, δ1...).
-    `task` (``--task``; None: any) must be the searched space's task.
+    `task` (``--task``; None: any) must be the searched space's task. `budget`: networks the
+    random search scores (None: the candidates the search scored, `scored_budget`).
     """
     search_dir = Path(search_dir)
+    check_names(names)
+    prepared, scorer, _ = rebuild(search_dir, log)
+    task_of(prepared.space, task)  # --task must agree with the searched space
+    return compute_baselines(search_dir, prepared, scorer, names, budget or scored_budget(search_dir), v1_steps,
+                             v1_lr, log)
+
+
+def check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise SearchError(f"--baselines: unknown {', '.join(unknown)}; expected some of {', '.join(BASELINES)}")
-    prepared, scorer, _ = rebuild(search_dir, log)
+
+
+def scored_budget(search_dir: Path) -> int:
+    """Candidates the search in `search_dir` scored (MCD iterations and landing steps), at least 1."""
+    return sum(len(r.get("candidates", [])) for r in SearchFiles(search_dir).history()) or 1
+
+
+def compute_baselines(search_dir: Path, prepared: Prepared, scorer, names: Sequence[str], budget: int,
+                      v1_steps: int = 50, v1_lr: float | None = None, log: Callable[[str], None] = print,
+                      keep_done: bool = False) -> dict:
+    """The named baselines under `prepared`'s constraints, merged into ``<search_dir>/baselines.json``
+    (written on rank 0); `keep_done`: skip those the file holds already (a resumed run)."""
     space, constraints, extra = prepared.space, prepared.constraints, prepared.report_metrics
-    task_of(space, task)  # --task must agree with the searched space
-    budget = sum(len(r.get("candidates", [])) for r in SearchFiles(search_dir).history()) or 1
     results = read_json(search_dir / BASELINES_FILE) or {}
     for name in names:
+        if keep_done and name in results:
+            continue
         if name == "uniform":
             result = uniform_baseline(space, constraints, scorer, extra)
         elif name == "random":
@@ -73,7 +94,8 @@ def run_baselines(search_dir: str | Path, names: Sequence[str], v1_steps: int = 
         results[name] = result.to_dict()
         log(f"baseline {name}: score {result.score:.4f} "
             + " ".join(f"{k}={v:.4g}" for k, v in result.values.items()) + f" ({result.time_s:.0f}s)")
-    (search_dir / BASELINES_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        if distributed.rank() == 0:  # after each baseline: a killed run keeps what it computed
+            (search_dir / BASELINES_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return results
 
 

@@ -46,8 +46,11 @@ class Prepared:
     task: Task
 
 
-def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepared:
-    """All fail-fast checks; returns the loaded super-network, constraints and metrics."""
+def prepare(request: SearchRequest, log: Callable[[str], None] = print, check_out: bool = True) -> Prepared:
+    """All fail-fast checks; returns the loaded super-network, constraints and metrics.
+
+    `check_out=False` leaves the output folder to the caller (a multi-target search checks
+    its own folder, `targets.py`)."""
     if request.metric not in METRICS:
         raise SearchError(f"--metric: unknown metric {request.metric!r}, expected one of {', '.join(METRICS)}")
     if request.target_latency_ms is None and request.target_macs is None:
@@ -58,7 +61,8 @@ def prepare(request: SearchRequest, log: Callable[[str], None] = print) -> Prepa
     for name, value in (("--target-latency-ms", request.target_latency_ms), ("--target-macs", request.target_macs)):
         if value is not None and not value > 0:
             raise SearchError(f"{name} must be > 0, got {value}")
-    SearchFiles(request.out).check(request.resume)
+    if check_out:
+        SearchFiles(request.out).check(request.resume)
     space, supernet, ckpt_meta = _load_supernet(request)
     task = task_of(space, request.task, score_metric=request.score)
 
