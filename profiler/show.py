@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lut_db import coverage
+from lut_db.connect import lut_errors
 from lut_db.schema import open_lut
 
 
@@ -22,12 +23,13 @@ def show_lut(path: str | Path) -> str:
     """Plain-text tables of the LUT at `path` (read-only: never creates or migrates it)."""
     db = open_lut(path, create=False)
     try:
-        devices = coverage.devices(db)
-        slices = coverage.slices(db)
-        spaces = coverage.space_coverage(db)
-        calibration = [CalibrationInfo(d, r, o, n, f"{v:.4g}", at) for d, r, o, n, v, at in db.execute(
-            "SELECT device_id, runtime, runtime_options, name, value_ms, measured_at FROM calibration "
-            "ORDER BY device_id, runtime, runtime_options, name").fetchall()]
+        with lut_errors(path):  # damage past the opening check is one line too
+            devices = coverage.devices(db)
+            slices = coverage.slices(db)
+            spaces = coverage.space_coverage(db)
+            calibration = [CalibrationInfo(d, r, o, n, f"{v:.4g}", at) for d, r, o, n, v, at in db.execute(
+                "SELECT device_id, runtime, runtime_options, name, value_ms, measured_at FROM calibration "
+                "ORDER BY device_id, runtime, runtime_options, name").fetchall()]
     finally:
         db.close()
     parts = [

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from device_agents.contract import BenchmarkSettings, DeviceInfo
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.reader import LatencyTable
+from lut_db.connect import lut_errors
 from lut_db.schema import open_lut
 
 from . import calibrate
@@ -97,6 +98,12 @@ def draw_subnets(space, samples: int, seed: int = 0) -> list:
 def plan_summary(db_path, space, device_id: str, runtime: str, options: str) -> SliceCoverage:
     """How the slice covers `space`: measured / interpolated keys and the plans behind them."""
     db = open_lut(db_path, create=False)
+    with lut_errors(db_path):  # damage past the opening check is one line too
+        return _count_slice(db, space, device_id, runtime, options)
+
+
+def _count_slice(db, space, device_id: str, runtime: str, options: str) -> SliceCoverage:
+    """`plan_summary`'s counts, read from the open `db` (closed on return)."""
     try:
         keys = [c.key for c in space.all_layer_configs()]
         counts = {"measured": 0, "interpolated": 0}

@@ -32,21 +32,11 @@ from profiler.build_types import BuildOptions
 from profiler.cli_runner import DEBUG_ENV, EXIT_BUG, CliGroup
 from profiler.measure import measure_batch
 from search.checkpoint import save_supernet
-from search.cli import main as nas_search
 from search.spaces import get_space
 from search.supernet import SuperNet
+from test_mcd_fixtures import run_nas_search as run
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        nas_search([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err: str, prog: str = "nas-search") -> str:

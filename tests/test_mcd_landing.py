@@ -12,24 +12,12 @@ import random
 
 import pytest
 
-from lut_db import LatencyTable
-from search.mcd import Constraint, LutLatencyMetric, MacsMetric, MCDConfig, read_history, run_mcd
+from search.mcd import Constraint, MacsMetric, MCDConfig, read_history, run_mcd
 from search.mcd.baselines import random_baseline, repair_into_band
 from search.mcd.candidates import dimensions, grow_step, shrink_step
 from search.mcd.landing import LAND_TOLERANCE, fill, in_band
-from search.spaces import SubnetConfig, get_space
-from test_mcd_fixtures import DEVICE, importance_scorer, synth_lut
-
-
-@pytest.fixture(scope="module")
-def space():
-    return get_space("mbv3-tiny")
-
-
-@pytest.fixture(scope="module")
-def latency(space, tmp_path_factory):
-    path = synth_lut(tmp_path_factory.mktemp("lut") / "lut.sqlite")
-    return LutLatencyMetric(space, LatencyTable.load(path, DEVICE, "tflite"))
+from search.spaces import SubnetConfig
+from test_mcd_fixtures import importance_scorer
 
 
 def quiet(_line):

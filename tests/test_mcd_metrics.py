@@ -6,22 +6,9 @@ import random
 import pytest
 import torch
 
-from lut_db import LatencyTable
-from search.mcd import Constraint, LutLatencyMetric, MacsMetric, MCDConfig, MeasuredLatencyMetric, read_history, run_mcd
+from search.mcd import Constraint, MacsMetric, MCDConfig, MeasuredLatencyMetric, read_history, run_mcd
 from search.mcd.baselines import netadapt_v1, random_baseline, uniform_baseline
-from search.spaces import get_space
-from test_mcd_fixtures import DEVICE, importance_scorer, synth_lut
-
-
-@pytest.fixture(scope="module")
-def space():
-    return get_space("mbv3-tiny")
-
-
-@pytest.fixture(scope="module")
-def latency(space, tmp_path_factory):
-    path = synth_lut(tmp_path_factory.mktemp("lut") / "lut.sqlite")
-    return LutLatencyMetric(space, LatencyTable.load(path, DEVICE, "tflite"))
+from test_mcd_fixtures import importance_scorer
 
 
 def test_measured_metric_through_the_local_agent(space, tmp_path):

@@ -232,3 +232,51 @@ def test_build_supernet_picks_the_space_family():
     net = build_supernet(space, ODPolicy(max_share=0.5, min_share=0.0), dropout=0.1)
     assert type(net) is SuperNet and net.policy == ODPolicy(max_share=0.5, min_share=0.0) and net.dropout == 0.1
     assert build_supernet(space).policy == ODPolicy()
+
+
+# ---------------------------------------------------------------- grouped OD (issue 16)
+def test_grouped_od_sample_sandwich_and_constant_groups():
+    space = get_space("mbv3-tiny")
+    net = SuperNet(space, policy=ODPolicy(groups=4))
+    od = net.sample_od(16, torch.Generator().manual_seed(0))
+    assert od.groups == 4
+    assert space.canonical(od.config(0)) == space.canonical(space.max_config())
+    assert space.canonical(od.config(4)) == space.canonical(space.min_config())
+    for g in range(4):  # one sub-network per contiguous group
+        assert all(od.config(g * 4 + i) == od.config(g * 4) for i in range(4))
+    with pytest.raises(ValueError, match="equal groups"):
+        net.sample_od(10, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_od_training_forward_equals_each_group_alone(channels_last):
+    """BN statistics per group: one pass over G groups == each sub-network run alone on its images
+    (per-image OD normalised every sub-network with the statistics of the whole mixture)."""
+    space = get_space("mbv3-tiny")
+    torch.manual_seed(0)
+    net = _randomize(SuperNet(space, policy=ODPolicy(groups=4))).train()
+    od = net.sample_od(16, torch.Generator().manual_seed(1))
+    x = torch.randn(16, 3, 32, 32)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    together = net(x, od)
+    alone = torch.cat([net(x[g * 4:(g + 1) * 4], od.config(g * 4)) for g in range(4)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    mixed = net(x, ODSample(16, od.widths, od.kernels))  # same draws, BN over the whole batch
+    assert not torch.allclose(mixed, alone, atol=1e-3)
+
+
+def test_inplace_distillation_teacher_gets_only_label_gradient():
+    from search.supernet.distill import inplace_distillation_loss, share_images
+    x, y = torch.arange(8.0).view(8, 1), torch.arange(8)
+    xs, ys = share_images(x, y, 4)
+    assert xs.flatten().tolist() == [0, 1] * 4 and ys.tolist() == [0, 1] * 4
+    logits = torch.randn(8, 5, requires_grad=True)
+    inplace_distillation_loss(logits, ys % 5, 4, 0.1).backward()
+    ref = logits.detach().clone().requires_grad_(True)
+    (nn.functional.cross_entropy(ref[:2], ys[:2] % 5, label_smoothing=0.1) * 2 / 8).backward()
+    assert torch.allclose(logits.grad[:2], ref.grad[:2], atol=1e-6)  # max group: labels only
+    assert logits.grad[2:].abs().sum() > 0  # students learn from the teacher
+    same = logits.detach()[:2].repeat(4, 1).requires_grad_(True)  # students equal to the teacher: soft part at rest
+    inplace_distillation_loss(same, ys % 5, 4).backward()
+    assert same.grad[2:].abs().max() < 1e-6

@@ -44,7 +44,8 @@ class BatchPermute(torch.autograd.Function):
 class ElasticDepthwise(nn.Module):
     """k x k depthwise conv + BN + act with one `max_kernel` super-kernel for every k.
 
-    `kernel` is an int (whole batch) or a LongTensor (N,) with a kernel per image. Per-image
+    `kernel` is an int (whole batch), a tuple of ints (one per contiguous equal group of the
+    batch, grouped OD) or a LongTensor (N,) with a kernel per image. Per-image
     kernels split the batch into at most len(choices) groups, each convolved with its centre
     crop ('same' padding k // 2 keeps the output size for every odd k), and put the outputs
     back in batch order. BN then normalises the whole batch at once, as in the max network.
@@ -86,6 +87,8 @@ class ElasticDepthwise(nn.Module):
             y = self._conv(x, self.max_kernel)
         elif isinstance(kernel, int):
             y = self._conv(x, kernel)
+        elif isinstance(kernel, tuple):  # grouped OD: one kernel per contiguous equal group (fixed shapes)
+            y = torch.cat([self._conv(part, k) for part, k in zip(x.chunk(len(kernel)), kernel)])
         else:
             y = self._per_image(x, kernel)
         return self.act(self.bn(y))
@@ -103,6 +106,49 @@ class MaskedSqueezeExcite(nn.Module):
         s = x.mean((2, 3), keepdim=True)
         s = masked(torch.relu(self.reduce(s)), hidden_mask)
         return x * F.hardsigmoid(self.expand(s))
+
+
+class GroupedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training with ``groups`` = G > 1, normalises each of G contiguous
+    equal runs of the batch with that run's own mean/variance (one sub-network per run, grouped
+    OD). Running statistics are updated with the average over runs. Same parameters, buffers
+    and state-dict names as nn.BatchNorm2d, so sub-network slicing is unchanged; with G = 1 or
+    in eval mode it *is* nn.BatchNorm2d."""
+
+    groups: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        if not self.training or g <= 1:
+            return super().forward(x)
+        n, c = x.shape[0], x.shape[1]
+        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        # (G, images of the group x pixels, C): a view for NHWC, (G, n/G, HW, C) for NCHW
+        xg = x.permute(0, 2, 3, 1).reshape(g, -1, c) if nhwc else x.reshape(g, n // g, c, -1).transpose(2, 3)
+        var, mean = torch.var_mean(xg, dim=1 if nhwc else (1, 2), unbiased=False, keepdim=True)
+        y = (xg - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                count = x.numel() // (g * c)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+                self.num_batches_tracked.add_(1)
+                self.running_mean.mul_(1 - m).add_(mean.mean(0).flatten(), alpha=m)
+                unbiased = var.mean(0).flatten() * count / max(count - 1, 1)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        if nhwc:
+            return y.reshape(n, x.shape[2], x.shape[3], c).permute(0, 3, 1, 2)
+        return y.transpose(2, 3).reshape(x.shape)
+
+
+def grouped_batchnorm(module: nn.Module) -> list[GroupedBatchNorm2d]:
+    """Turn every nn.BatchNorm2d of `module` into a `GroupedBatchNorm2d` in place (same state)."""
+    out = []
+    for bn in module.modules():
+        if type(bn) is nn.BatchNorm2d:
+            bn.__class__ = GroupedBatchNorm2d
+        if isinstance(bn, GroupedBatchNorm2d):
+            out.append(bn)
+    return out
 
 
 def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -27,7 +27,7 @@ from search.spaces.space import ResolvedBlock, SearchSpace, SubnetConfig, se_hid
 from search.spaces.subnet import SubnetModel, module_name
 
 from . import od as od_lib
-from .layers import ElasticDepthwise, MaskedSqueezeExcite, centre_crop, masked
+from .layers import ElasticDepthwise, MaskedSqueezeExcite, centre_crop, grouped_batchnorm, masked
 from .od import ODPolicy, ODSample
 
 
@@ -115,6 +115,7 @@ class SuperNet(nn.Module):
                     self.channels[f"{block.name}.se"] = se_hidden(expand)
         self.head = SuperHead(wv[space.final_stream].max, wv["head.fc"].max, space.spec.num_classes,
                               space.spec.head_act, dropout)
+        self._bns = grouped_batchnorm(self)  # BN per sub-network group under grouped OD (od.py)
 
     # ------------------------------------------------------------------ OD
     def sample_od(self, batch_size: int, generator: torch.Generator | None = None,
@@ -131,10 +132,20 @@ class SuperNet(nn.Module):
             widths = self.masks_for(widths, x.shape[0])
         m = widths.masks(self.channels, x.device, x.dtype) if widths is not None else {}
         kernels = widths.kernels if widths is not None else {}
-        x = masked(self.stem(x), m.get("stem"))
-        for block in self.blocks.values():
-            x = block(x, m, kernels.get(block.block.name))
-        return self.head(x, m.get("head.fc"))
+        groups = getattr(widths, "groups", 1) if widths is not None else 1
+        if groups > 1:  # one kernel per group: G fixed-shape convolutions instead of a sort by kernel
+            per = x.shape[0] // groups
+            kernels = {b: (k if isinstance(k, int) else tuple(k[::per].tolist())) for b, k in kernels.items()}
+        for bn in self._bns:
+            bn.groups = groups
+        try:
+            x = masked(self.stem(x), m.get("stem"))
+            for block in self.blocks.values():
+                x = block(x, m, kernels.get(block.block.name))
+            return self.head(x, m.get("head.fc"))
+        finally:
+            for bn in self._bns:
+                bn.groups = 1
 
     # ------------------------------------------------------------------ sub-networks
     def subnet(self, config: SubnetConfig) -> SubnetModel:

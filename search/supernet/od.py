@@ -47,6 +47,7 @@ class ODPolicy:
     max_share: float = 0.25  # sandwich rule: the max network always trains (MCD's start point)
     min_share: float = 0.25  # ... and the min network (MCD's end point); the rest is uniform
     per_image_kernels: bool = True  # False: one kernel per block per batch (cheaper bookkeeping)
+    groups: int = 0  # >0: G contiguous equal groups, one sub-network each, BN statistics per group (see below)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class ODSample:
     batch_size: int
     widths: dict[str, int | torch.Tensor]
     kernels: dict[str, int | torch.Tensor] = field(default_factory=dict)
+    groups: int = 1  # >1: the batch is `groups` contiguous equal runs, each one sub-network; BN
+    # (training) normalises each run with its own batch statistics, as if it ran alone
 
     def masks(self, channels: dict[str, int], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """{var: (N or 1, C, 1, 1) 0/1 mask keeping the first w channels}; full-width vars are omitted."""
@@ -122,6 +125,8 @@ def canonical_tensors(space: SearchSpace, widths: dict[str, torch.Tensor]) -> di
 
 def sample(space: SearchSpace, batch_size: int, generator: torch.Generator | None, policy: ODPolicy) -> ODSample:
     """Draw one `ODSample` (see the module docstring for the distribution)."""
+    if policy.groups > 0:
+        return sample_groups(space, batch_size, generator, policy)
     n = batch_size
     n_max = min(n, round(policy.max_share * n))
     n_min = min(n - n_max, round(policy.min_share * n))
@@ -151,6 +156,44 @@ def sample(space: SearchSpace, batch_size: int, generator: torch.Generator | Non
             kernels[block.name] = int(choices[torch.randint(len(choices), (1,), generator=generator)])
     widths = derived_se_widths(space, canonical_tensors(space, widths))
     return ODSample(n, widths, kernels)
+
+
+def sample_groups(space: SearchSpace, batch_size: int, generator: torch.Generator | None,
+                  policy: ODPolicy) -> ODSample:
+    """Grouped OD: G = `policy.groups` sub-networks, each run by a contiguous run of N / G images.
+
+    Same sandwich rule over groups: the first ``round(max_share * G)`` groups (at least one)
+    run the max network, the next ``round(min_share * G)`` the min network, the others one
+    uniform draw each (widths and kernels). Still one forward/backward pass for all of them,
+    but each sub-network has images of its own in the batch, so BN statistics can be taken
+    per sub-network (`GroupedBatchNorm2d`): per-image mixing normalised every sub-network
+    with statistics of the mixture, which trains none of them but the max network.
+    """
+    g_count, n = policy.groups, batch_size
+    if n % g_count:
+        raise ValueError(f"OD groups: batch of {n} does not split into {g_count} equal groups")
+    per = n // g_count
+    g_max = max(1, min(g_count, round(policy.max_share * g_count)))
+    g_min = min(g_count - g_max, round(policy.min_share * g_count))
+    lo, hi = space.min_config(), space.max_config()
+    widths = {}
+    for name, var in space.width_vars.items():
+        choices = torch.tensor(var.choices)
+        w = choices[torch.randint(len(choices), (g_count,), generator=generator)]
+        w[:g_max] = hi.widths[name]
+        w[g_max:g_max + g_min] = lo.widths[name]
+        widths[name] = w.repeat_interleave(per)
+    kernels: dict[str, int | torch.Tensor] = {}
+    for block in space.blocks:
+        if not block.kernel_choices:
+            continue
+        choices = torch.tensor(block.kernel_choices)
+        k = choices[torch.randint(len(choices), (g_count,), generator=generator)]
+        k[:g_max] = hi.kernels[block.name]
+        k[g_max:g_max + g_min] = lo.kernels[block.name]
+        kernels[block.name] = k.repeat_interleave(per)
+    widths = derived_se_widths(space, canonical_tensors(space, widths))
+    return ODSample(n, widths, kernels, groups=g_count)
 
 
 def fixed(space: SearchSpace, config: SubnetConfig, batch_size: int) -> ODSample:
