@@ -39,9 +39,16 @@ _D = TrainConfig()
 @click.option("--steps-per-epoch", default=None, type=COUNT, help="Cap steps per epoch (smoke runs).")
 @click.option("--device", default=None, type=TORCH_DEVICE,
               help="cpu, cuda, cuda:1 ... [default: cuda:<local rank> if available].")
+@click.option("--od-groups", default=None, type=NON_NEGATIVE,
+              help="Grouped OD: G sub-networks per batch, BatchNorm statistics per group; 0: per-image OD "
+                   "[default: the task's: classification 4, depth 0].")
+@click.option("--od-warmup-epochs", default=None, type=NON_NEGATIVE,
+              help="First epochs train the max network alone [default: the task's: classification 2, depth 0].")
+@click.option("--distill/--no-distill", default=False, show_default=True,
+              help="In-place distillation: groups share images, the max group's soft predictions teach the others.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer, seed, workers, granularity, holdout,
-          steps_per_epoch, device, no_progress) -> None:
+          steps_per_epoch, device, od_groups, od_warmup_epochs, distill, no_progress) -> None:
     """Train the OD super-network (CBC, super-kernels); torchrun for several processes.
 
     The space's task decides what is trained: classification (cross-entropy, top-1) or depth
@@ -50,7 +57,8 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
         _check_granularity(space, granularity)
     cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, seed=seed, workers=workers, granularity=granularity, holdout=holdout,
-                      steps_per_epoch=steps_per_epoch, progress=not no_progress)
+                      steps_per_epoch=steps_per_epoch, od_groups=od_groups, od_warmup_epochs=od_warmup_epochs,
+                      distill=distill, progress=not no_progress)
     try:
         result = train_supernet(cfg, out_dir, resume=resume, device=device)
     finally:

@@ -37,6 +37,7 @@ class Task(Protocol):
     finetune_defaults: dict  # FinetuneConfig fields the task sets
     proposal_lr: float  # NetAdapt V1's per-proposal fine-tune LR
     records_holdout_metrics: bool  # final.json / baselines keep every held-out metric, not only the score
+    score_is_proportion: bool  # the score is a share of held-out images (top-1): binomial standard error
     train_metric_name: str | None  # key of the per-batch training figure in the train log (None: none)
     report_holdout_headers: tuple[str, ...]
     report_finetune_headers: tuple[str, ...]

@@ -3,8 +3,8 @@
     for epoch:
         for x, y in loader:
             x = task.augment(x, g)                  # seeded per (seed, epoch, rank)
-            od = supernet.sample_od(len(x), g)       # one sub-network per image
-            loss = task.loss(model(x, od), y, label_smoothing)
+            od = supernet.sample_od(len(x), g)       # G groups of images, one sub-network each
+            loss = task.loss(model(x, od), y, label_smoothing)   # BN statistics per group
             loss.backward(); optimizer.step(); scheduler.step()
         validate max + min sub-networks (sliced, BN recalibrated) ; checkpoint ; log
 
@@ -41,6 +41,7 @@ from search.evaluate import RECALIBRATION_BATCHES, recalibrate_bn
 from search.optim import NonFiniteLoss, Step, fit, make_optimizer, warmup_cosine_schedule
 from search.spaces import SearchSpace, get_space
 from search.supernet import ODPolicy, build_supernet
+from search.supernet.distill import inplace_distillation_loss, share_images
 from search.tasks import Task, task_of
 
 CHECKPOINT_NAME = "supernet.pt"
@@ -65,7 +66,15 @@ class TrainConfig:
     label_smoothing: float = 0.1  # MobileNetV3 / OFA value; also softens targets of tiny sub-networks (classification)
     od_max_share: float = 0.25  # sandwich rule: share of each batch at the max network (see supernet/od.py)
     od_min_share: float = 0.25  # ... and at the min network
-    per_image_kernels: bool = True  # kernel size sampled per image (False: per batch)
+    per_image_kernels: bool = True  # per-image OD (od_groups=0) only: kernel per image (False: per batch)
+    # Grouped OD (issue 16, docs/search.md "Training the super-network"): the batch is cut into G groups,
+    # one sub-network per group (group 0 max, group 1 min, the rest uniform draws), and every BatchNorm
+    # normalises each group with its own statistics, as the sliced sub-network is normalised when MCD
+    # scores it. Per-image OD (0) mixes wide and narrow images in one BN and leaves sub-networks untrained.
+    od_groups: int | None = None  # None: the task's (classification 4; depth 0 = per image, no grouped BN yet)
+    od_warmup_epochs: int | None = None  # None: the task's (classification 2): max network alone first (OFA)
+    distill: bool = False  # grouped OD only: groups share images, the max group teaches the others (measured:
+    # no gain at CPU scale, so off; docs/search.md)
     granularity: int | None = None  # None: the space's own channel step
     holdout: int | None = None  # None: `default_holdout` (10% of train, <= 10k), excluded from training;
     # depth data sets have a fixed holdout split, so it must stay None there
@@ -152,9 +161,16 @@ def _resolve(cfg: TrainConfig, ckpt_path: Path, resume: bool) -> tuple[TrainConf
     if not ckpt_path.is_file():
         raise SearchError(f"--resume: no checkpoint {ckpt_path} to resume from")
     _, loaded, meta = load_supernet(ckpt_path, space=requested)
-    saved = TrainConfig(**meta["train_config"])
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings, epoch = meta.get("train_config"), meta.get("epoch")
+    if not isinstance(settings, dict) or set(settings) - fields or isinstance(epoch, bool) \
+            or not isinstance(epoch, int):
+        raise SearchError(f"--resume: {ckpt_path} holds no training settings of this version (meta "
+                          "'train_config' / 'epoch'); train into a new --out folder")
+    # A checkpoint from before grouped OD existed was trained per image: resume it the same way.
+    saved = TrainConfig(**{"od_groups": 0, "od_warmup_epochs": 0, **settings})
     cfg = dataclasses.replace(saved, epochs=cfg.epochs, workers=cfg.workers, progress=cfg.progress)
-    return cfg, _Resumed(int(meta["epoch"]), loaded.state_dict(), meta)
+    return cfg, _Resumed(epoch, loaded.state_dict(), meta)
 
 
 @dataclass
@@ -194,7 +210,15 @@ def _set_up(cfg: TrainConfig, info: distributed.DistInfo, resumed: _Resumed | No
     task.check_data(train_set, space, cfg.data)
 
     torch.manual_seed(cfg.seed)
-    supernet = build_supernet(space, ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels))
+    if cfg.od_groups and task.name != "classification":
+        raise SearchError(f"--od-groups: grouped OD (per-group BatchNorm) is implemented for classification "
+                          f"super-networks only, not {task.name}; use --od-groups 0")
+    if cfg.od_groups and cfg.batch_size % cfg.od_groups:
+        raise SearchError(f"--od-groups {cfg.od_groups}: --batch-size {cfg.batch_size} must split into equal groups")
+    if cfg.distill and cfg.od_groups < 2:
+        raise SearchError("--distill needs grouped OD (--od-groups >= 2): the max group teaches the others")
+    supernet = build_supernet(space, ODPolicy(cfg.od_max_share, cfg.od_min_share, cfg.per_image_kernels,
+                                              cfg.od_groups))
     if resumed is not None:
         supernet.load_state_dict(resumed.state_dict)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -232,15 +256,28 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
     tally = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
     record: dict = {}
 
+    distilling = {"now": False}  # whether this epoch's loss is in-place distillation (read by `loss`)
+
     def batches(epoch: int) -> Iterator:
-        """The epoch's shard in its seeded order; per batch the task's augmentation, then the OD draw."""
+        """The epoch's shard in its seeded order; per batch the task's augmentation, then the OD draw
+        (none during the max-network warm-up epochs)."""
         run.loader.sampler.set_epoch(epoch)
         if hasattr(run.train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
             run.train_set.set_epoch(epoch)
         g = _epoch_generator(cfg.seed, epoch, info.rank)
+        warmup = epoch < cfg.od_warmup_epochs
+        distilling["now"] = cfg.distill and not warmup
         for x, y in run.loader:
             x = task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=run.memory_format)
-            yield (x, supernet.sample_od(len(x), g)), y.to(dev, non_blocking=True)
+            y = y.to(dev, non_blocking=True)
+            if distilling["now"]:
+                x, y = share_images(x, y, cfg.od_groups)
+            yield (x, None if warmup else supernet.sample_od(len(x), g)), y
+
+    def loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if distilling["now"]:
+            return inplace_distillation_loss(output, y, cfg.od_groups, cfg.label_smoothing)
+        return task.loss(output, y, cfg.label_smoothing)
 
     def on_step(step: Step) -> dict | None:
         if step.index == 0:
@@ -274,7 +311,7 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
         distributed.barrier()
 
     show_progress = cfg.progress and info.is_main
-    fit(run.model, lambda output, y: task.loss(output, y, cfg.label_smoothing), run.optimizer, batches, epochs,
+    fit(run.model, loss, run.optimizer, batches, epochs,
         forward=lambda inputs: run.model(*inputs), scheduler=run.scheduler, steps_per_epoch=run.steps,
         scaler=run.scaler, autocast=lambda: _autocast(dev, run.use_amp), on_step=on_step, on_epoch=on_epoch,
         progress=(lambda epoch: f"epoch {epoch + 1}/{cfg.epochs}") if show_progress else None)

@@ -39,10 +39,13 @@ class DepthTask:
     fixed_holdout = True  # NYU: files named *00001.h5 / *00201.h5; builtin-depth: its own seed stream
     headline = ("rmse", "delta1")  # finetune.json val_rmse(_before), val_delta1(_before); train log val_rmse_max...
     # TrainConfig fields left None: AdamW and light decay, as DepthTrainConfig (converges in few steps)
-    train_defaults = {"data": BUILTIN, "optimizer": "adamw", "weight_decay": 1e-4}
+    # Per-image OD (od_groups 0): DepthSuperNet has no per-group BatchNorm yet (docs/depth.md).
+    train_defaults = {"data": BUILTIN, "optimizer": "adamw", "weight_decay": 1e-4, "od_groups": 0,
+                      "od_warmup_epochs": 0}
     finetune_defaults = {"lr": 5e-4, "weight_decay": 1e-4}  # AdamW from trained weights: small steps
     proposal_lr = 5e-4  # NetAdapt V1's per-proposal fine-tune (AdamW)
     records_holdout_metrics = True  # final.json / baselines keep RMSE, MAE, REL, δ1-3 of the held-out split
+    score_is_proportion = False  # -RMSE (or pixel δ1): no per-image binomial error; none recorded
 
     def dataset(self, spec: str, split: str, image_hw, holdout: int | None = None, seed: int = 0,
                 size: int | None = None) -> Dataset:

@@ -10,6 +10,8 @@ fine-tuned val top-1 for classification; held-out and fine-tuned val RMSE (m) an
 """
 from __future__ import annotations
 
+import statistics
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +178,25 @@ def _summary_lines(inputs: ReportInputs) -> list[str]:
             + f"; {final['iterations']} MCD iterations, {final.get('landing_steps', 0)} landing steps, "
             f"{final.get('search_time_s', 0):.0f} s search, "
             f"J={final['mcd']['candidates']}, L={final['mcd']['layers']}, seed {final['mcd']['seed']}.",
-            *_unused_lines(final)]
+            *_unused_lines(final), *_noise_lines(inputs.history)]
+
+
+def _noise_lines(history: list[dict]) -> list[str]:
+    """How the candidates' standard error compares with the gaps MCD decided on (issue 16)."""
+    ses = [c["score_se"] for r in history for c in r.get("candidates", []) if "score_se" in c]
+    if not ses:
+        return []
+    runner_up, median_gap = [], []
+    for record in history:
+        scores = sorted((c["score"] for c in record.get("candidates", [])), reverse=True)
+        if len(scores) >= 2:
+            runner_up.append(scores[0] - scores[1])
+            median_gap.append(scores[0] - statistics.median(scores))
+    line = f"Score noise: standard error {statistics.median(ses):.4f} per candidate (median)"
+    if runner_up:
+        line += (f"; the winner of an iteration led the runner-up by {statistics.median(runner_up):.4f} and the "
+                 f"median candidate by {statistics.median(median_gap):.4f} (medians over iterations)")
+    return ["", line + "."]
 
 
 def _unused_lines(final: dict) -> list[str]:

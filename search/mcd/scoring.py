@@ -36,8 +36,11 @@ class SupernetScorer:
 
     def __init__(self, supernet, holdout_loader, calib_loader, calib_batches: int = 10,
                  evaluate_fn: Callable | None = None, metrics_fn: Callable | None = None,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, proportion: bool | None = None) -> None:
         self.supernet = supernet
+        # Whether the score is a share of held-out images (top-1: the default evaluate_fn), so that
+        # its standard error is binomial; None: only when the default top-1 is used.
+        self.proportion = evaluate_fn is None if proportion is None else proportion
         # NHWC for the sliced candidate: same scores, ~1.8x faster depthwise convs on CPU
         # (benchmarks/bench_search.py measures both layouts side by side).
         self.channels_last = channels_last
@@ -56,7 +59,8 @@ class SupernetScorer:
             return task.score(task.evaluate(model, loader))
 
         return cls(supernet, holdout_loader, calib_loader, calib_batches, evaluate_fn=score,
-                   metrics_fn=task.evaluate if task.records_holdout_metrics else None)
+                   metrics_fn=task.evaluate if task.records_holdout_metrics else None,
+                   proportion=task.score_is_proportion)
 
     def model(self, config: SubnetConfig):
         """The candidate as scored: sliced from the super-network, BN recalibrated, eval mode."""
@@ -70,6 +74,15 @@ class SupernetScorer:
 
     def __call__(self, config: SubnetConfig) -> float:
         return float((self._evaluate or evaluate)(self.model(config), self.holdout_loader))
+
+    def standard_error(self, score: float) -> float | None:
+        """Standard error of `score` from the held-out split's size (sqrt(p(1-p)/n) for top-1;
+        None for scores that are not a share of images, e.g. -RMSE). MCD records it with every
+        candidate so that a gap between two candidates can be read against it."""
+        if not self.proportion:
+            return None
+        p, n = min(max(score, 0.0), 1.0), len(self.holdout_loader.dataset)
+        return (p * (1 - p) / max(n, 1)) ** 0.5
 
     def metrics(self, config: SubnetConfig) -> dict[str, float]:
         """Every held-out metric of the task for `config` (e.g. RMSE and δ1), for reports."""

@@ -297,12 +297,20 @@ def _iterate(space: SearchSpace, constraints: Sequence[Constraint], scorer: Scor
     elapsed = progress.elapsed()
     files.append_history({
         "iteration": progress.iteration, "targets": targets, "best": best, "config": progress.config.to_dict(),
-        "values": best_values, "score": progress.score, "elapsed_s": round(elapsed, 3),
+        "values": best_values, "score": progress.score, **_standard_error(scorer, progress.score),
+        "elapsed_s": round(elapsed, 3),
         "generate_s": round(t_gen, 3), "score_s": round(time.perf_counter() - t_iter - t_gen, 3),
-        "candidates": [{**c.to_dict(), "score": s} for c, s in zip(candidates, scores)],
+        "candidates": [{**c.to_dict(), "score": s, **_standard_error(scorer, s)} for c, s in zip(candidates, scores)],
     })
     emit(f"iter {progress.iteration}: target {_describe_targets(targets)} | best {describe_values(best_values)} "
          f"score={progress.score:.4f} | {len(candidates)} candidates | {elapsed:.1f}s")
+
+
+def _standard_error(scorer: Scorer, score: float) -> dict:
+    """``{"score_se": se}`` where the scorer knows its score's standard error (`SupernetScorer`), else {}."""
+    se = getattr(scorer, "standard_error", None)
+    value = se(score) if se is not None else None
+    return {} if value is None else {"score_se": round(value, 5)}
 
 
 def _land_step(space: SearchSpace, constraints: Sequence[Constraint], scorer: Scorer, mcd: MCDConfig,
