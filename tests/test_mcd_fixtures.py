@@ -9,8 +9,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import torch
+
 from lut_db import LutWriter, MeasurementRow, RuntimeSpec, open_lut
+from search.checkpoint import save_supernet
+from search.cli import main as nas_search_main
 from search.spaces import SubnetConfig, get_space
+from search.supernet import SuperNet
 
 DEVICE = "test:analytic"
 # ns per MAC and fixed ms per op: depthwise and SE are memory bound (costlier per MAC)
@@ -62,11 +67,20 @@ def importance_scorer(space):
 
 def run_nas_search(argv, capsys) -> tuple[int, str, str]:
     """Run `nas-search ARGV` in-process; (exit code, stdout, stderr)."""
-    from search.cli import main
     try:
-        main([str(a) for a in argv])
+        nas_search_main([str(a) for a in argv])
         code = 0
     except SystemExit as exc:
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def untrained_supernet_and_lut(root: Path) -> dict:
+    """An untrained mbv3-tiny super-network checkpoint (seed 0, 200-image holdout of the built-in
+    set) and a synthetic LUT of its space, under `root`: what a CLI search test needs."""
+    torch.manual_seed(0)
+    supernet = root / "supernet.pt"
+    save_supernet(supernet, SuperNet(get_space("mbv3-tiny")), {"train_config": {"holdout": 200, "data": "builtin"}})
+    return {"root": root, "supernet": supernet, "lut": synth_lut(root / "lut.sqlite")}
+

@@ -10,7 +10,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from search.mcd import read_history
 from search.mcd.request import SearchRequest
@@ -18,20 +17,14 @@ from search.mcd.search import MCDConfig
 from search.mcd.targets import label, search_targets, target_list
 from search.errors import SearchError
 from search.spaces import get_space
-from test_mcd_fixtures import DEVICE, importance_scorer, run_nas_search as run, synth_lut
+from test_mcd_fixtures import DEVICE, importance_scorer, run_nas_search as run, untrained_supernet_and_lut
 
 FAST = ["-J", "2", "--holdout-size", "64", "--calib-batches", "1", "--batch-size", "32"]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from search.checkpoint import save_supernet
-    from search.supernet import SuperNet
-    root = tmp_path_factory.mktemp("multi")
-    torch.manual_seed(0)
-    supernet = root / "supernet.pt"
-    save_supernet(supernet, SuperNet(get_space("mbv3-tiny")), {"train_config": {"holdout": 200, "data": "builtin"}})
-    return {"supernet": supernet, "lut": synth_lut(root / "lut.sqlite")}
+    return untrained_supernet_and_lut(tmp_path_factory.mktemp("multi"))
 
 
 def request(files, out, **mcd) -> SearchRequest:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_mcd_fixtures import DEVICE, run_nas_search as run, synth_lut
+from test_mcd_fixtures import DEVICE, run_nas_search as run, synth_lut, untrained_supernet_and_lut
 
 FAST = ["-J", "2", "--holdout-size", "64", "--calib-batches", "1", "--batch-size", "32"]
 
@@ -28,16 +28,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from search.checkpoint import save_supernet
-    from search.spaces import get_space
-    from search.supernet import SuperNet
-    root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    supernet = root / "supernet.pt"
-    save_supernet(supernet, SuperNet(get_space("mbv3-tiny")), {"train_config": {"holdout": 200, "data": "builtin"}})
-    lut = synth_lut(root / "lut.sqlite")
-    partial = synth_lut(root / "partial.sqlite", drop=5)
-    return {"root": root, "supernet": supernet, "lut": lut, "partial": partial}
+    made = untrained_supernet_and_lut(tmp_path_factory.mktemp("cli"))
+    return {**made, "partial": synth_lut(made["root"] / "partial.sqlite", drop=5)}
 
 
 def base(files, out, target="5.0", lut=None):
