@@ -48,7 +48,8 @@ class ElasticDepthwise(nn.Module):
     batch, grouped OD) or a LongTensor (N,) with a kernel per image. Per-image
     kernels split the batch into at most len(choices) groups, each convolved with its centre
     crop ('same' padding k // 2 keeps the output size for every odd k), and put the outputs
-    back in batch order. BN then normalises the whole batch at once, as in the max network.
+    back in batch order. BN then normalises the whole batch at once, as in the max network
+    (per group under grouped OD: `GroupedBatchNorm2d`).
     """
 
     def __init__(self, channels: int, max_kernel: int, stride: int, act: str):

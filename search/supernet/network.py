@@ -132,7 +132,7 @@ class SuperNet(nn.Module):
             widths = self.masks_for(widths, x.shape[0])
         m = widths.masks(self.channels, x.device, x.dtype) if widths is not None else {}
         kernels = widths.kernels if widths is not None else {}
-        groups = getattr(widths, "groups", 1) if widths is not None else 1
+        groups = widths.groups if widths is not None else 1
         if groups > 1:  # one kernel per group: G fixed-shape convolutions instead of a sort by kernel
             per = x.shape[0] // groups
             kernels = {b: (k if isinstance(k, int) else tuple(k[::per].tolist())) for b, k in kernels.items()}

@@ -17,6 +17,13 @@ extremes bound the space MCD walks through (it starts at max and shrinks towards
 both get a guaranteed share of every batch; uniform sampling covers the rest. Default
 shares are 1/4 each.
 
+Grouped OD (`ODPolicy.groups` = G > 0, the classification default, `sample_groups`): the same
+sandwich rule over G contiguous equal groups of images instead of single images, one
+sub-network per group, so that BatchNorm can normalise each group with its own statistics
+(`layers.GroupedBatchNorm2d`). Per-image draws (G = 0) put every sub-network under the
+statistics of the mixed batch, which the wide images dominate: the narrow sub-networks then
+never learn (docs/search.md, "Training the super-network").
+
 Kernels are sampled per image too. The depthwise layer splits the batch by kernel size and
 runs each group with the centre crop of the 7x7 super-kernel (3 smaller convolutions
 instead of one 7x7 over the batch), see `ElasticDepthwise`. Kernel draws are stratified:
@@ -176,22 +183,19 @@ def sample_groups(space: SearchSpace, batch_size: int, generator: torch.Generato
     g_max = max(1, min(g_count, round(policy.max_share * g_count)))
     g_min = min(g_count - g_max, round(policy.min_share * g_count))
     lo, hi = space.min_config(), space.max_config()
-    widths = {}
-    for name, var in space.width_vars.items():
-        choices = torch.tensor(var.choices)
-        w = choices[torch.randint(len(choices), (g_count,), generator=generator)]
-        w[:g_max] = hi.widths[name]
-        w[g_max:g_max + g_min] = lo.widths[name]
-        widths[name] = w.repeat_interleave(per)
-    kernels: dict[str, int | torch.Tensor] = {}
-    for block in space.blocks:
-        if not block.kernel_choices:
-            continue
-        choices = torch.tensor(block.kernel_choices)
-        k = choices[torch.randint(len(choices), (g_count,), generator=generator)]
-        k[:g_max] = hi.kernels[block.name]
-        k[g_max:g_max + g_min] = lo.kernels[block.name]
-        kernels[block.name] = k.repeat_interleave(per)
+
+    def per_image(choices: tuple[int, ...], max_value: int, min_value: int) -> torch.Tensor:
+        """One value per group (max groups, min groups, uniform draws), repeated for its images."""
+        values = torch.tensor(choices)[torch.randint(len(choices), (g_count,), generator=generator)]
+        values[:g_max] = max_value
+        values[g_max:g_max + g_min] = min_value
+        return values.repeat_interleave(per)
+
+    widths = {name: per_image(var.choices, hi.widths[name], lo.widths[name])
+              for name, var in space.width_vars.items()}
+    kernels: dict[str, int | torch.Tensor] = {
+        b.name: per_image(b.kernel_choices, hi.kernels[b.name], lo.kernels[b.name])
+        for b in space.blocks if b.kernel_choices}
     widths = derived_se_widths(space, canonical_tensors(space, widths))
     return ODSample(n, widths, kernels, groups=g_count)
 
