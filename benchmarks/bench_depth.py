@@ -22,12 +22,24 @@ val split (never seen by either search). One run, one seed: differences of a few
 noise at this scale; the wall-time ratio is the figure to read.
 
 Usage: python benchmarks/bench_depth.py [--quick]  (JSON under benchmarks/results/)
+
+Memory (`--memory`, issue 16 part 5: depth on a laptop): the peak RSS (``VmHWM`` of a
+child process, above its peak before the first step) of two OD training steps of `fastdepth` (224 px) at several batch
+sizes, the numbers `search.depth.memory` is fitted to, next to its estimate; then peak RSS
+and wall time of ``nas-search train --space fastdepth --data builtin-depth --epochs 1
+--steps-per-epoch N`` at the task's default batch (rendering the data set, N steps,
+validation of the max and min networks). JSON: `benchmarks/results/bench_depth_memory.json`.
+The ablation run records its own peak RSS too (``peak_rss_mb``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +47,7 @@ from pathlib import Path
 import torch
 
 from search.data.loader import make_loader
+from search.depth.memory import estimate_training_memory
 from search.depth.task import DepthTask
 from search.depth.train import DepthTrainConfig, finetune, train_supernet
 from search.evaluate import recalibrate_bn
@@ -43,7 +56,8 @@ from search.mcd.metrics import Constraint, MacsMetric
 from search.mcd.scoring import SupernetScorer
 from search.mcd.search import MCDConfig, run_mcd
 from search.spaces import get_space
-from search.supernet import DepthSuperNet
+from search.optim import make_optimizer
+from search.supernet import DepthSuperNet, ODPolicy, build_supernet
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,7 +73,16 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: a loaded 2-core host runs depthwise backward 10x slower with 2)")
+    parser.add_argument("--memory", action="store_true", help="measure training memory (see the module doc) only")
+    parser.add_argument("--memory-batches", default="2,8,16,32", help="--memory: batch sizes of the one-step runs")
+    parser.add_argument("--memory-steps", type=int, default=10, help="--memory: steps of the nas-search train run")
+    parser.add_argument("--one-step", type=int, default=None, help=argparse.SUPPRESS)  # the child of --memory
+    parser.add_argument("--space", default="fastdepth", help="--memory: the depth space")
     args = parser.parse_args()
+    if args.one_step is not None:
+        return _one_step(args.space, args.one_step, args.threads)
+    if args.memory:
+        return bench_memory(args)
     if args.quick:
         args.supernet_steps, args.finetune_steps, args.v1_steps, args.candidates = 20, 5, 2, 3
     torch.set_num_threads(args.threads)
@@ -143,7 +166,102 @@ def main() -> None:
     path = RESULTS / ("bench_depth_quick.json" if args.quick else "bench_depth.json")
     path.write_text(json.dumps({"args": vars(args), "sizes": sizes, "host": platform.node(),
                                 "threads": args.threads, "constraint_macs": constraint.limit, "rows": rows,
-                                "table": lines}, indent=2))
+                                "table": lines, "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF)}, indent=2))
+    print(f"-> {path}")
+
+
+def _peak_rss_mb(who: int) -> float:
+    """ru_maxrss in MB (Linux reports kB, macOS bytes)."""
+    peak = resource.getrusage(who).ru_maxrss
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """VmRSS (now) or VmHWM (peak of this process image) in MB from /proc/self/status; None off Linux.
+    Unlike ``ru_maxrss`` these start afresh at exec: a child of a large process (pytest) does not report
+    its parent's RSS as its own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _one_step(space_name: str, batch: int, threads: int) -> None:
+    """Child of `--memory`: two OD training steps (as `search.train` runs them: channels-last, per-image
+    OD, AdamW) on random data; prints JSON with the RSS before the first step and the peak, in MB."""
+    torch.set_num_threads(threads)
+    space, task = get_space(space_name), DepthTask()
+    h, w = space.spec.input_hw
+    net = build_supernet(space, ODPolicy(0.25, 0.25, True, 0)).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, "adamw", 2e-3, 1e-4, 0.9, True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(batch, 1, h, w, generator=g) * 5
+    before = _proc_status_mb("VmHWM") or _peak_rss_mb(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    for _ in range(2):
+        loss = task.loss(net(x, net.sample_od(batch, g)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    print(json.dumps({"before_mb": before, "peak_mb": _proc_status_mb("VmHWM") or _peak_rss_mb(resource.RUSAGE_SELF),
+                      "s_per_step": (time.perf_counter() - t) / 2}))
+
+
+def _run_child(argv: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """(result, wall s, peak RSS MB of that child alone: `os.wait4`; Linux counts the RSS of this process at
+    the fork too, so it holds for a child larger than this small parent)."""
+    t = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t
+    peak = usage.ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
+    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out), wall, round(peak, 1)
+
+
+def bench_memory(args) -> None:
+    """Peak RSS of training steps at several batch sizes and of a short `nas-search train` run."""
+    space, task = get_space(args.space), DepthTask()
+    default_batch = task.train_defaults["batch_size"]
+    steps = []
+    for batch in (int(b) for b in args.memory_batches.split(",")):
+        result, wall, peak = _run_child([sys.executable, __file__, "--one-step", str(batch), "--space", space.name,
+                                         "--threads", str(args.threads)])
+        if result.returncode:
+            raise SystemExit(f"one-step child (batch {batch}) failed: {result.stdout.strip()[-500:]}")
+        child = json.loads(result.stdout.strip().splitlines()[-1])
+        est = estimate_training_memory(space, batch, "builtin-depth")
+        step_estimate = est.needed_bytes - est.data_bytes  # the step alone: the child holds no data set
+        steps.append({"batch": batch, "peak_rss_mb": peak, "rss_before_step_mb": child["before_mb"],
+                      "step_mb": round(peak - child["before_mb"], 1),
+                      "estimated_step_mb": round(step_estimate / 2 ** 20, 1), "s_per_step": child["s_per_step"]})
+        print(f"{space.name} batch {batch:3}: peak RSS {peak:7.0f} MB (step +{steps[-1]['step_mb']:.0f} MB, "
+              f"estimate +{steps[-1]['estimated_step_mb']:.0f} MB), {child['s_per_step']:.1f} s/step")
+    nas_search = str(Path(sys.executable).with_name("nas-search"))
+    with tempfile.TemporaryDirectory() as out:
+        argv = [nas_search, "train", "--task", "depth", "--space", space.name, "--data", "builtin-depth",
+                "--epochs", "1", "--steps-per-epoch", str(args.memory_steps), "--out", out, "--no-progress"]
+        result, wall, peak = _run_child(argv)
+        if result.returncode:
+            raise SystemExit(f"nas-search train failed: {result.stdout.strip()[-500:]}")
+        log = json.loads((Path(out) / "train_log.jsonl").read_text().splitlines()[-1])
+    est = estimate_training_memory(space, default_batch, "builtin-depth")
+    train = {"argv": argv[1:], "batch": default_batch, "steps": args.memory_steps, "wall_s": round(wall, 1),
+             "peak_rss_mb": peak, "train_seconds": round(log["seconds"], 1),
+             "estimated_peak_mb_above_start": round(est.needed_bytes / 2 ** 20, 1)}
+    print(f"nas-search train {space.name}, batch {default_batch}, {args.memory_steps} steps: peak RSS {peak:.0f} MB, "
+          f"wall {wall:.0f} s (of which training steps {log['seconds']:.0f} s; the rest renders the data and "
+          f"validates); estimate {train['estimated_peak_mb_above_start']:.0f} MB above the process at start")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "bench_depth_memory.json"
+    path.write_text(json.dumps({"host": platform.node(), "cpus": os.cpu_count(), "threads": args.threads,
+                                "space": space.name, "image_hw": list(space.spec.input_hw), "steps": steps,
+                                "nas_search_train": train,
+                                "note": "2-core host shared with other jobs: times are under load"}, indent=2))
     print(f"-> {path}")
 
 

@@ -1,13 +1,17 @@
 """Super-network speed: OD training step vs plain max-network step; sliced vs masked evaluation.
 
     .venv/bin/python benchmarks/bench_supernet.py [--space mbv3-tiny] [--checkpoint run/supernet.pt]
-        [--device cpu|cuda] [--batch-size 128] [--steps 10] [--candidates 6]
+        [--device cpu|cuda] [--batch-size 128] [--steps 10] [--candidates 6] [--threads N]
 
 1. Training step time (forward + backward + SGD step, batch B):
    - plain: the max network (`supernet(x)`: no masks, 7x7 kernels),
    - od: per-image OD masks + per-image kernels (`supernet(x, supernet.sample_od(B, g))`),
-   - od-batch-kernel: per-image widths, one kernel per block per batch.
-   Measurements are interleaved (plain, od, od-bk, plain, ...) so a noisy host hurts
+   - od-batch-kernel: per-image widths, one kernel per block per batch,
+   - od-grouped: grouped OD (4 groups, one sub-network each, BN statistics per group: the
+     classification default), BN through the fused kernel once per group,
+   - od-grouped-plain-ops: the same with the per-group BN written as plain tensor ops (how it
+     was first written; kept here as the reference the fused version is measured against).
+   Measurements are interleaved (plain, od, od-bk, ..., plain, ...) so a noisy host hurts
    each variant alike; the median is reported. Goal: od <= 1.3x plain.
 2. Candidate evaluation (what MCD does per candidate: BN recalibration on `--bn-batches`
    training batches, then accuracy on the holdout split), for random candidates:
@@ -37,6 +41,7 @@ from search.data import get_dataset, make_loader
 from search.evaluate import evaluate, recalibrate_bn
 from search.spaces import get_space
 from search.supernet import ODPolicy, SuperNet
+from search.supernet.layers import GroupedBatchNorm2d
 
 
 def _sync(device: torch.device) -> None:
@@ -44,11 +49,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class PlainOpsGroupedBatchNorm2d(GroupedBatchNorm2d):
+    """Per-group BN statistics as plain tensor ops (no running statistics: speed reference only)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        if not self.training or g <= 1:
+            return super().forward(x)
+        n, c = x.shape[0], x.shape[1]
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        xg = x.permute(0, 2, 3, 1).reshape(g, -1, c) if nhwc else x.reshape(g, n // g, c, -1).transpose(2, 3)
+        var, mean = torch.var_mean(xg, dim=1 if nhwc else (1, 2), unbiased=False, keepdim=True)
+        y = (xg - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        if nhwc:
+            return y.reshape(n, x.shape[2], x.shape[3], c).permute(0, 3, 1, 2)
+        return y.transpose(2, 3).reshape(x.shape)
+
+
 def bench_training(space, device, batch_size: int, steps: int, warmup: int = 3) -> dict:
     torch.manual_seed(0)
     base = SuperNet(space).to(device, memory_format=torch.channels_last)  # as search/train.py trains
-    variants = {"plain": None, "od": ODPolicy(), "od-batch-kernel": ODPolicy(per_image_kernels=False)}
+    grouped = ODPolicy(groups=4)
+    variants = {"plain": None, "od": ODPolicy(), "od-batch-kernel": ODPolicy(per_image_kernels=False),
+                "od-grouped": grouped, "od-grouped-plain-ops": grouped}
     nets = {name: copy.deepcopy(base) for name in variants}
+    for bn in nets["od-grouped-plain-ops"]._bns:
+        bn.__class__ = PlainOpsGroupedBatchNorm2d
     opts = {name: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True) for name, net in nets.items()}
     h, w = space.spec.input_hw
     x = torch.randn(batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
@@ -138,8 +164,12 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="builtin")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--accuracy", action="store_true", help="val accuracy vs width/depth/kernel (needs --checkpoint)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 is what the "
+                   "demo trains with, and stays readable on a busy host)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.checkpoint:
         space, supernet, _ = load_supernet(args.checkpoint)

@@ -38,9 +38,9 @@ from .adb_batch import (
     tool_script,
 )
 from .adb_transport import DeviceDisconnected, DeviceShell, open_transport
-from .contract import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming
-from .local import parse_results
-from .tool_output import parse_benchmark_model, parse_perf_test
+from .contract import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming, OpProfile
+from .local import parse_op_profiles, parse_results
+from .tool_output import parse_benchmark_model, parse_op_profile, parse_perf_test
 
 RUNNER_SOURCE = Path(__file__).with_name(RUNNER)
 PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.hardware", "ro.product.cpu.abi",
@@ -132,6 +132,9 @@ class AdbAgent:
 
     def benchmark(self, models: Sequence[Path], settings: BenchmarkSettings) -> BatchResult:
         self._check_runtime(settings.runtime)
+        if settings.op_profile and self.binary is not None and self.runtime == "onnx":
+            raise AgentError(f"{self.shell.serial}: operator profiles with onnxruntime_perf_test are not supported; "
+                             "use the Python runner on the phone (--runner python, without --benchmark-binary)")
         models = [Path(m) for m in models]
         for m in models:
             if not m.is_file():
@@ -141,15 +144,17 @@ class AdbAgent:
             return BatchResult([], state, state)
         plan = plan_batch(models)
         before = self.settle()
-        timings = self._retrying(lambda: self._run_batch(plan, settings, before))
+        timings, profiles = self._retrying(lambda: self._run_batch(plan, settings, before))
         after = self.read_state()
         if after.throttled:
             # Hot by the end: the figures may be throttled ones. Cool down, measure again.
             self.remeasured += 1
             before = self.settle()
-            timings = self._retrying(lambda: self._run_batch(plan, settings, before))
+            timings, profiles = self._retrying(lambda: self._run_batch(plan, settings, before))
             after = self.read_state()
-        return BatchResult(timings=timings, state_before=before, state_after=after)
+        if not settings.op_profile:
+            return BatchResult(timings=timings, state_before=before, state_after=after)
+        return BatchResult(timings, before, after, op_profiles=profiles[0], op_profile_note=profiles[1])
 
     def close(self) -> None:
         self.shell.close()
@@ -257,8 +262,10 @@ class AdbAgent:
     def _batch_timeout(self, n: int, s: BenchmarkSettings) -> float:
         return self.batch_timeout_s or 60.0 + 30.0 * n * s.repeats
 
-    def _run_batch(self, plan: BatchPlan, s: BenchmarkSettings, state: DeviceState) -> list[ModelTiming]:
-        """Push the batch, run it in one shell session, pull one results file, parse it."""
+    def _run_batch(self, plan: BatchPlan, s: BenchmarkSettings, state: DeviceState
+                   ) -> tuple[list[ModelTiming], tuple[list[OpProfile | None], str]]:
+        """Push the batch, run it in one shell session, pull one results file, parse it: the
+        timings, and (with `s.op_profile`) the operator profiles and why one is missing."""
         tool = self._ensure_tool() if self.binary else None
         if tool is None:
             self._ensure_runner()
@@ -290,9 +297,13 @@ class AdbAgent:
                 raise
             raise AgentError(f"{self.shell.serial}: the batch wrote no results (exit {rc}): {_last_line(out)}") from e
         text = local_results.read_text(encoding="utf-8", errors="replace")
+        no_profiles: tuple[list[OpProfile | None], str] = ([], "")
         if tool is None:
-            return parse_results(text.splitlines(), list(plan.host_paths), stderr=out, returncode=rc)
-        return _tool_timings(plan, self.runtime, text)
+            lines, hosts = text.splitlines(), list(plan.host_paths)
+            timings = parse_results(lines, hosts, stderr=out, returncode=rc)
+            return timings, (parse_op_profiles(lines, hosts) if s.op_profile else no_profiles)
+        timings = _tool_timings(plan, self.runtime, text)
+        return timings, (_tool_op_profiles(plan, text) if s.op_profile else no_profiles)
 
 
 def _tool_timings(plan: BatchPlan, runtime: str, text: str) -> list[ModelTiming]:
@@ -307,6 +318,12 @@ def _tool_timings(plan: BatchPlan, runtime: str, text: str) -> list[ModelTiming]
             raise AgentError(f"{host.name}: {TOOL_BACKENDS[runtime]} exit {rc}: {_last_line(body)}")
         timings.append(replace(parse(body, name=host.name).timing, name=host.name))
     return timings
+
+
+def _tool_op_profiles(plan: BatchPlan, text: str) -> tuple[list[OpProfile | None], str]:
+    """benchmark_model's operator-wise profile of each model (after `_tool_timings` checked the blocks)."""
+    blocks = split_tool_results(text)
+    return [parse_op_profile(blocks[i][0], name=host.name) for i, host in enumerate(plan.host_paths)], ""
 
 
 def _last_line(text: str) -> str:

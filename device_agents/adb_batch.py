@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .contract import AgentError, BenchmarkSettings
+from .gpu_delegate import GPU, gpu_flags
 
 DEVICE_ROOT = "/data/local/tmp/netadaptv2"  # the one place shell users may write and exec
 BATCH_DIR = f"{DEVICE_ROOT}/batch"
@@ -67,6 +68,8 @@ def runner_script(plan: BatchPlan, s: BenchmarkSettings, cpus: str) -> str:
             "--repeats", str(s.repeats), "--list-file", "models.txt", "--out", "results.jsonl"]
     if cpus:
         args += ["--cpus", cpus]
+    if s.op_profile:
+        args.append("--op-profile")
     return "\n".join([
         "#!/system/bin/sh",
         "rm -f results.jsonl",
@@ -85,7 +88,9 @@ def tool_command(runtime: str, binary: str, model: str, s: BenchmarkSettings) ->
         return [binary, f"--graph={model}", f"--num_threads={s.threads}",
                 f"--warmup_runs={s.warmup_runs}", f"--num_runs={s.min_runs}",
                 f"--min_secs={s.min_seconds}",
-                f"--use_xnnpack={'true' if s.delegate == 'xnnpack' else 'false'}"]
+                f"--use_xnnpack={'true' if s.delegate == 'xnnpack' else 'false'}",
+                *(gpu_flags(s.gpu_precision_loss) if s.delegate == GPU else []),
+                *(["--enable_op_profiling=true"] if s.op_profile else [])]
     if runtime == "onnx":
         return [binary, "-I", "-e", "cpu", "-m", "times", "-r", str(s.min_runs),
                 "-x", str(s.threads), model]

@@ -32,7 +32,8 @@ class BenchmarkSettings:
 
     runtime: str  # "tflite" or "onnx"
     threads: int = 1  # single-threaded unless asked: what the LUT is comparable across
-    delegate: str = "xnnpack"  # TFLite's default CPU path on Android
+    delegate: str = "xnnpack"  # TFLite's default CPU path on Android; "gpu": the phone's GPU delegate
+    gpu_precision_loss: bool = False  # delegate "gpu": fp16 arithmetic allowed (gpu_delegate.gpu_flags)
     warmup_runs: int = 10  # first runs pay allocation and cache misses
     min_runs: int = 50  # enough runs for a stable median and p10/p90
     max_runs: int = 1000  # cap for very small layers
@@ -42,6 +43,10 @@ class BenchmarkSettings:
     # all runs of one. Measured on a shared 2-vCPU host: with 3 passes no process was off by
     # more than 0.7% (TFLite) / 4.7% (ONNX) over 10 processes, vs 41% / 4.3% with 1 pass.
     repeats: int = 3
+    # per-operator times of the timed runs (runner: ONNX Runtime's profiler; phones' benchmark_model:
+    # --enable_op_profiling), returned in `BatchResult.op_profiles`. Off for LUT builds: the
+    # profiler's own bookkeeping adds time to every operator.
+    op_profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,97 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
+class OpTiming:
+    """One operator (graph node) of a profiled model: its time per inference, in ms."""
+
+    name: str  # the node's name as the runtime reports it (ONNX node name, TFLite "[tensor]:index")
+    op_type: str  # "Conv", "CONV_2D", "Convolution (NHWC, F32) IGEMM", ...
+    ms: float  # time per inference spent in this node, all its calls summed (ms)
+    count: int  # calls per inference (1 for a plain node; a delegate may run one op several times)
+
+
+@dataclass(frozen=True)
+class OpProfile:
+    """Per-operator times of a model's profiled runs, slowest first.
+
+    The one result of every per-operator parser (the runner's ONNX Runtime profile,
+    `tool_output.parse_op_profile` of benchmark_model's tables), so that a profile from a
+    phone and one from this host read the same. Times are averages per inference (ms) over
+    `runs` profiled inferences; `share` is of the profiled total (the operators' sum), which
+    leaves out the runtime's time between operators. `statistic` says which average: the
+    median over runs (the runner: robust to a busy machine's rare slow runs, like the model's
+    median) or the mean (benchmark_model prints only means).
+    """
+
+    source: str  # "onnxruntime" or "benchmark_model"
+    runs: int  # profiled inferences the averages are over (0: the tool did not say)
+    ops: tuple[OpTiming, ...]
+    statistic: str = "mean"  # "median" or "mean" over the runs, per operator
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.ops, key=lambda op: (-op.ms, op.name)))
+        object.__setattr__(self, "ops", ordered)
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the operators' times per inference (ms)."""
+        return sum(op.ms for op in self.ops)
+
+    def share(self, op: OpTiming) -> float:
+        """`op`'s fraction (0..1) of `total_ms`."""
+        total = self.total_ms
+        return op.ms / total if total > 0 else 0.0
+
+    def by_type(self) -> tuple[OpTiming, ...]:
+        """One row per operator type (name = type): times and calls summed, slowest first."""
+        ms: dict[str, float] = {}
+        count: dict[str, int] = {}
+        for op in self.ops:
+            ms[op.op_type] = ms.get(op.op_type, 0.0) + op.ms
+            count[op.op_type] = count.get(op.op_type, 0) + op.count
+        return OpProfile(self.source, self.runs, tuple(OpTiming(t, t, ms[t], count[t]) for t in ms)).ops
+
+    def to_json_dict(self) -> dict:
+        return {"source": self.source, "runs": self.runs, "statistic": self.statistic, "total_ms": self.total_ms,
+                "ops": [{"name": op.name, "op_type": op.op_type, "ms": op.ms, "share": self.share(op),
+                         "count": op.count} for op in self.ops]}
+
+    @classmethod
+    def from_json_dict(cls, data, source: str = "the runner") -> OpProfile:
+        """The inverse of `to_json_dict` (also what the runner emits); `BadTiming` (one line) for a
+        record no profiler gives: not a list of operators, a name that is not text, a time that is
+        not a finite number >= 0 ms, a call count that is not an integer >= 1."""
+        if not isinstance(data, dict) or not isinstance(data.get("ops"), list):
+            raise BadTiming(f"{source} reported an operator profile without a list of operators")
+        runs = data.get("runs", 0)
+        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
+            raise BadTiming(f"{source} reported {runs!r} profiled runs, expected an integer >= 0")
+        ops = []
+        for row in data["ops"]:
+            if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
+                    or not isinstance(row.get("op_type"), str):
+                raise BadTiming(f"{source} reported an operator without a name and type: {str(row)[:120]}")
+            ms, count = row.get("ms"), row.get("count")
+            if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms) or ms < 0:
+                raise BadTiming(f"{source} reported {row['name']}: ms = {ms!r}, expected a finite number >= 0")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise BadTiming(f"{source} reported {row['name']}: count = {count!r}, expected an integer >= 1")
+            ops.append(OpTiming(row["name"], row["op_type"], float(ms), count))
+        statistic = data.get("statistic", "mean")
+        if statistic not in ("median", "mean"):
+            raise BadTiming(f"{source} reported an operator statistic {statistic!r}, expected median or mean")
+        return cls(str(data.get("source", source)), runs, tuple(ops), statistic)
+
+
+@dataclass(frozen=True)
 class BatchResult:
     timings: list[ModelTiming]
     state_before: DeviceState
     state_after: DeviceState
+    # with `BenchmarkSettings.op_profile`: one per model, in order (None where the runtime cannot
+    # profile operators, e.g. LiteRT's Python interpreter); empty otherwise
+    op_profiles: list[OpProfile | None] = field(default_factory=list)
+    op_profile_note: str = ""  # why a profile is None, one line
 
 
 class DeviceAgent(Protocol):

@@ -28,6 +28,7 @@ from device_agents.contract import (
     DeviceInfo,
     DeviceState,
     ModelTiming,
+    OpProfile,
 )
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -125,11 +126,16 @@ class LocalAgent:
                 "--list-file", str(list_file),
                 "--out", str(out),
             ]
+            if settings.op_profile:
+                args.append("--op-profile")
             proc = self._run_runner(args, cpus=cpus, allow_fail=True)
             lines = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
         state_after = device_state.read_state()
         timings = parse_results(lines, models, stderr=proc.stderr, returncode=proc.returncode)
-        return BatchResult(timings=timings, state_before=state_before, state_after=state_after)
+        if not settings.op_profile:
+            return BatchResult(timings=timings, state_before=state_before, state_after=state_after)
+        profiles, note = parse_op_profiles(lines, models)
+        return BatchResult(timings, state_before, state_after, op_profiles=profiles, op_profile_note=note)
 
     def close(self) -> None:
         pass
@@ -196,6 +202,35 @@ def parse_results(
         timing = ModelTiming(name=model.name, **{k: record[k] for k in _TIMING_KEYS})
         timings.append(timing.checked("the runner"))
     return timings
+
+
+def parse_op_profiles(lines: Sequence[str], models: Sequence[Path]) -> tuple[list[OpProfile | None], str]:
+    """The ``op_profile`` of each model's runner line (`runner.py --op-profile`), in order, and one
+    line saying why a profile is None (the runtime has none: `op_profile_unavailable`).
+
+    Shared with the ADB agent. Call it after `parse_results` (which raises for a missing or
+    failed model). A profile the runner could not read (``op_profile_error``) or one no profiler
+    gives raises `AgentError` naming the model.
+    """
+    by_index = {}
+    for line in lines:
+        record = _record(line)
+        if record is not None and isinstance(record.get("index"), int):
+            by_index[record["index"]] = record
+    profiles: list[OpProfile | None] = []
+    note = ""
+    for index, model in enumerate(models):
+        record = by_index.get(index, {})
+        if "op_profile_error" in record:
+            why = " ".join(str(record["op_profile_error"]).split())[:300]
+            raise AgentError(f"{model.name}: no operator profile: {why}")
+        if "op_profile" in record:
+            profiles.append(OpProfile.from_json_dict(record["op_profile"], f"{model.name}: the runner"))
+        else:
+            note = note or " ".join(str(record.get("op_profile_unavailable", "the runner gave no operator profile"))
+                                    .split())[:300]
+            profiles.append(None)
+    return profiles, note
 
 
 def _record(line: str) -> dict | None:

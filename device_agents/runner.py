@@ -10,7 +10,7 @@ Usage::
     python runner.py --runtime tflite|onnx [--threads 1] [--delegate xnnpack|none]
         [--warmup 10] [--min-runs 50] [--max-runs 1000] [--min-seconds 0.05]
         [--repeats 1] [--cpus 3] [--seed 0] --out results.jsonl
-        [--list-file models.txt] [MODEL ...]
+        [--list-file models.txt] [--op-profile] [MODEL ...]
 
 Output (JSON Lines, flushed after every line, so a partial file is usable):
 
@@ -22,6 +22,11 @@ Output (JSON Lines, flushed after every line, so a partial file is usable):
   "p10_ms": ..., "p90_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ...}``
   or, when that model could not be loaded or run, ``{"index": 0, "name": ...,
   "error": "<one line>"}`` (the batch goes on).
+* with ``--op-profile``, a model's line also holds ``"op_profile": {"source": "onnxruntime",
+  "runs": N, "statistic": "median", "ops": [{"name": ..., "op_type": ..., "ms": ...,
+  "count": ...}, ...]}`` (ms per inference, calls per inference, over the N timed runs), or ``"op_profile_unavailable":
+  "<why>"`` where the runtime has no per-operator profiler (LiteRT's Python interpreter), or
+  ``"op_profile_error": "<one line>"``; the header says ``"op_profile": true``.
 
 Timing protocol (all times in ms in the output, measured in ns):
 
@@ -41,6 +46,16 @@ Timing protocol (all times in ms in the output, measured in ns):
 4. Statistics of the pooled runs: median (the LUT figure), mean, p10/p90 (numpy's linear
    interpolation), population std, min, max.
 
+Operator profile (``--op-profile``, ONNX Runtime): the session is created with
+``SessionOptions.enable_profiling``, the model is timed exactly as above, then the profile
+JSON is read: the ``model_run`` events of the timed runs (not the warm-up runs, identified by
+their order) give time windows, the ``Node`` events ``<node>_kernel_time`` inside them are
+summed per node and run (``args.op_name`` is its type), and a node's figure is the median of
+its per-run times (``"statistic": "median"``, like the model's: a mean would carry the rare
+slow runs of a busy machine into every operator). The
+profiler's bookkeeping adds a little time to every operator, so the model's times with
+``--op-profile`` are slightly higher than without.
+
 Single-threaded timing is what a LUT is comparable across; ``--cpus`` pins this process
 (and the runtime's threads, which inherit it) to the given cores before the runtime loads.
 """
@@ -55,15 +70,22 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.
     del sys.path[0]
 
 import argparse
+import bisect
 import gc
 import json
 import platform
+import tempfile
 import time
 
 import numpy as np
 
 RUNTIMES = ("tflite", "onnx")
 DELEGATES = ("xnnpack", "none")
+#: What `--op-profile` says for a runtime whose Python API has no per-operator profiler.
+OP_PROFILE_UNAVAILABLE = {
+    "tflite": "LiteRT's Python interpreter has no per-operator profiler (on a phone, benchmark_model "
+              "--enable_op_profiling has one: give --benchmark-binary)",
+}
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -120,7 +142,10 @@ def _random_input(shape, dtype, rng: np.random.Generator) -> np.ndarray:
 
 
 class TfliteModel:
-    def __init__(self, path: str, threads: int, delegate: str, rng: np.random.Generator):
+    op_profile = None  # no per-operator profiler in the Python API (OP_PROFILE_UNAVAILABLE)
+
+    def __init__(self, path: str, threads: int, delegate: str, rng: np.random.Generator,
+                 profile_prefix: str | None = None):
         Interpreter, OpResolverType, _ = _import_tflite()
         kwargs = {"model_path": path, "num_threads": threads}
         if delegate == "none":
@@ -140,7 +165,8 @@ class TfliteModel:
 
 
 class OnnxModel:
-    def __init__(self, path: str, threads: int, delegate: str, rng: np.random.Generator):
+    def __init__(self, path: str, threads: int, delegate: str, rng: np.random.Generator,
+                 profile_prefix: str | None = None):
         ort, _ = _import_onnx()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -148,6 +174,9 @@ class OnnxModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: warnings would land on the agent's stderr
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         feeds = {}
         for arg in session.get_inputs():
@@ -158,6 +187,56 @@ class OnnxModel:
         names = [o.name for o in session.get_outputs()]
         self.session = session
         self.run = lambda: session.run(names, feeds)
+
+    def op_profile(self, passes: list[tuple[int, int]]) -> dict:
+        """End profiling; the per-operator times of the timed runs (`aggregate_ort_profile`)."""
+        path = self.session.end_profiling()
+        try:
+            with open(path, encoding="utf-8") as f:
+                events = json.load(f)
+        finally:
+            os.remove(path)
+        return aggregate_ort_profile(events, passes)
+
+
+def aggregate_ort_profile(events: list, passes: list[tuple[int, int]]) -> dict:
+    """ONNX Runtime profile events -> ``{"source", "runs", "ops"}`` (module docstring).
+
+    `passes`: (warm-up runs, timed runs) of each pass over the model, in the order they ran;
+    each run is one ``model_run`` event, so the timed ones are known by position.
+    """
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    expected = sum(w + n for w, n in passes)
+    if len(runs) != expected:
+        raise RuntimeError(f"the ONNX Runtime profile holds {len(runs)} runs, expected {expected}")
+    windows: list[tuple[int, int]] = []
+    first = 0
+    for warmup, timed in passes:
+        windows += [(r["ts"], r["ts"] + r["dur"]) for r in runs[first + warmup:first + warmup + timed]]
+        first += warmup + timed
+    starts = [w[0] for w in windows]
+    n = len(windows)
+    per_run_us: dict[str, np.ndarray] = {}  # node -> its time in each timed run
+    calls: dict[str, int] = {}
+    op_type: dict[str, str] = {}
+    suffix = "_kernel_time"
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith(suffix):
+            continue
+        i = bisect.bisect_right(starts, e["ts"]) - 1
+        if i < 0 or e["ts"] > windows[i][1]:
+            continue  # a warm-up run's node
+        node = name[:-len(suffix)]
+        if node not in per_run_us:
+            per_run_us[node] = np.zeros(n)
+            op_type[node] = str((e.get("args") or {}).get("op_name", "?"))
+        per_run_us[node][i] += float(e.get("dur", 0))
+        calls[node] = calls.get(node, 0) + 1
+    ops = [{"name": node, "op_type": op_type[node], "ms": round(float(np.median(us)) / 1000.0, 6),
+            "count": max(1, round(calls[node] / n))} for node, us in per_run_us.items()]
+    return {"source": "onnxruntime", "runs": n, "statistic": "median", "ops": ops}
 
 
 _ONNX_TYPES = {
@@ -238,26 +317,50 @@ def run_batch(models: list[str], args, out) -> None:
     loaded: dict[int, object] = {}
     for index, path in enumerate(models):
         try:
-            loaded[index] = loader(path, args.threads, args.delegate, rng)
+            if args.op_profile:
+                loaded[index] = loader(path, args.threads, args.delegate, rng, _profile_prefix(args, index))
+            else:
+                loaded[index] = loader(path, args.threads, args.delegate, rng)
         except Exception as exc:  # a broken model file must not abort the batch
             emit({"index": index, "name": os.path.basename(path), "error": _one_line(exc)})
 
     pooled: dict[int, list[int]] = {i: [] for i in loaded}
+    passes: dict[int, list[tuple[int, int]]] = {i: [] for i in loaded}  # (warm-up, timed) runs per pass
     for repeat in range(args.repeats):
         last = repeat == args.repeats - 1
         for index in list(loaded):
             name = os.path.basename(models[index])
             try:
-                pooled[index] += time_pass(
-                    loaded[index].run, args.warmup, args.min_runs, args.max_runs, args.min_seconds
-                )
+                times = time_pass(loaded[index].run, args.warmup, args.min_runs, args.max_runs, args.min_seconds)
+                pooled[index] += times
+                passes[index].append((args.warmup, len(times)))
             except Exception as exc:
                 emit({"index": index, "name": name, "error": _one_line(exc)})
                 del loaded[index]
                 continue
             if last:
-                emit({"index": index, "name": name, **summarize(pooled[index])})
+                record = {"index": index, "name": name, **summarize(pooled[index])}
+                if args.op_profile:
+                    record.update(_op_profile_record(loaded[index], passes[index], args.runtime))
+                emit(record)
                 del loaded[index]  # free it: the rest of the batch no longer needs it
+
+
+def _profile_prefix(args, index: int) -> str:
+    """Where ONNX Runtime writes model `index`'s profile: beside the results file (a phone's
+    batch folder), else the temp folder; the file is deleted once read."""
+    folder = os.path.dirname(os.path.abspath(args.out)) if args.out else tempfile.gettempdir()
+    return os.path.join(folder, f"ort-profile-{os.getpid()}-{index}")
+
+
+def _op_profile_record(model, passes: list[tuple[int, int]], runtime: str) -> dict:
+    """The ``op_profile*`` keys of a model's result line (module docstring)."""
+    if model.op_profile is None:
+        return {"op_profile_unavailable": OP_PROFILE_UNAVAILABLE[runtime]}
+    try:
+        return {"op_profile": model.op_profile(passes)}
+    except Exception as exc:  # the timing stands; only the breakdown is missing
+        return {"op_profile_error": _one_line(exc)}
 
 
 def _parse_args(argv):
@@ -277,6 +380,8 @@ def _parse_args(argv):
     p.add_argument("--list-file", help="file with model paths, one per line")
     p.add_argument("--out", help="JSONL results file (default: stdout)")
     p.add_argument("--version", action="store_true", help="print the header line and exit")
+    p.add_argument("--op-profile", action="store_true",
+                   help="also report per-operator times of the timed runs (ONNX Runtime's profiler)")
     args = p.parse_args(argv)
     if args.min_runs < 1 or args.max_runs < args.min_runs or args.repeats < 1 or args.threads < 1:
         p.error("need 1 <= min-runs <= max-runs, repeats >= 1, threads >= 1")
@@ -317,6 +422,8 @@ def main(argv=None) -> int:
             "repeats": args.repeats,
         },
     }
+    if args.op_profile:
+        header["op_profile"] = True
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
         out.write(json.dumps(header) + "\n")

@@ -32,6 +32,21 @@ documented rule and named in `ToolResult.approximated`, never silently:
 * p10/p90: benchmark_model's p5/p95 when printed, else its min/max; perf_test's min and
   P90 (else max). These bands are never narrower than the true p10-p90.
 * std (perf_test only): (P90 - P50) / 1.2816, the normal approximation; 0 without both.
+
+benchmark_model ``--enable_op_profiling=true`` (``ProfilingListener`` in
+``tensorflow/lite/tools/benchmark/profiling_listener.cc``; tables by ``StatsCalculator`` in
+``tensorflow/core/util/stats_calculator.cc``, one per subgraph, ``profile_summary_formatter.cc``):
+  ``Profiling Info for Benchmark Initialization:`` (ModifyGraphWithDelegate, AllocateTensors:
+  not inference, ignored), then ``Operator-wise Profiling Info for Regular Benchmark Runs:``
+  with the tables ``Run Order`` (every node), ``Top by Computation Time`` (the top 10 again:
+  ignored), ``Summary by node type``, and ``Timings (microseconds): count=N ...`` (N profiled
+  runs). Columns are tab-separated and right-aligned (quoted outputs often have spaces):
+  ``[node type] [start] [first] [avg ms] [%] [cdf%] [mem KB] [times called] [Name]`` -
+  ``[start]`` only in older builds. ``avg ms`` is per call and ``times called`` per run, so a
+  node's time per inference is their product (its ``%`` agrees). With several subgraphs each
+  has its tables after ``Primary graph profile:`` / ``Subgraph (index: N) profile:``; a
+  ``Delegate internal:`` section repeats delegated work and is ignored. `parse_op_profile`
+  takes the Run Order rows, or the Summary by node type rows where no Run Order was printed.
 """
 from __future__ import annotations
 
@@ -39,7 +54,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from device_agents.contract import AgentError, ModelTiming
+from device_agents.contract import AgentError, ModelTiming, OpProfile, OpTiming
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RUN_HEADER = re.compile(r"Running benchmark for at least")
@@ -180,6 +195,80 @@ def parse_perf_test(text: str, name: str = "") -> ToolResult:
         init_ms=None if session_s is None else session_s * 1000.0,
         first_inference_ms=first,
     )
+
+
+_REGULAR_RUNS = "Operator-wise Profiling Info for Regular Benchmark Runs"
+_TITLE = re.compile(r"^=+ (.+?) =+\s*$")
+_SUBGRAPH = re.compile(r"^(?:Primary graph|Subgraph \(index: (\d+)\)) \w+:\s*$")
+_PROFILED_RUNS = re.compile(r"^Timings \(microseconds\):\s*count=(\d+)")
+# `first avg % cdf% mem calls name` of a Run Order row ([start] before them in older builds)
+_NODE_ROW = rf"^\s*(\S.*?)\s+{{start}}({_NUM})\s+({_NUM})\s+({_NUM})%\s+({_NUM})%\s+({_NUM})\s+(\d+)\s+(\S.*?)\s*$"
+_NODE_ROW_START = re.compile(_NODE_ROW.format(start=rf"{_NUM}\s+"))
+_NODE_ROW_NO_START = re.compile(_NODE_ROW.format(start=""))
+# `[Node type] [count] [avg ms] [avg %] [cdf %] [mem KB] [times called]` (old builds: no calls)
+_TYPE_ROW = re.compile(rf"^\s*(\S.*?)\s+(\d+)\s+({_NUM})\s+({_NUM})%\s+({_NUM})%\s+({_NUM})(?:\s+(\d+))?\s*$")
+
+
+def parse_op_profile(text: str, name: str = "") -> OpProfile:
+    """benchmark_model's operator-wise profile of the regular runs (module docstring) as an
+    `OpProfile` (ms per inference). No such section, or a row that is not one of the table's,
+    -> `AgentError` (one line), never another exception."""
+    start = text.find(_REGULAR_RUNS)
+    if start < 0:
+        raise AgentError(f"benchmark_model{_for(name)}: no operator-wise profile of the regular runs in its "
+                         f"output (was --enable_op_profiling=true given?) ({_why(text.splitlines())})")
+    nodes: dict[str, OpTiming] = {}
+    types: dict[str, OpTiming] = {}
+    runs = 0
+    subgraph, table, node_row = 0, "", _NODE_ROW_NO_START
+    for line in text[start:].splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("Delegate internal:"):
+            break  # delegated work repeated from the delegate's own view
+        if _SUBGRAPH.match(stripped):
+            subgraph = int(_SUBGRAPH.match(stripped).group(1) or 0)
+            continue
+        title = _TITLE.match(stripped)
+        if title:
+            table = title.group(1)
+            continue
+        runs_line = _PROFILED_RUNS.match(stripped)
+        if runs_line and subgraph == 0 and not runs:
+            runs = int(runs_line.group(1))
+        if not stripped or not table or stripped.startswith("Number of nodes executed"):
+            table = "" if not stripped else table
+            continue
+        if stripped.startswith("["):  # the header row: does this build print [start]?
+            node_row = _NODE_ROW_START if "[start]" in stripped else _NODE_ROW_NO_START
+            continue
+        prefix = f"subgraph {subgraph}: " if subgraph else ""
+        if table == "Run Order":
+            m = node_row.match(line)
+            if not m:
+                raise AgentError(f"benchmark_model{_for(name)}: unreadable Run Order row: {stripped[:160]}")
+            op_type, avg_ms, calls, node = m.group(1), float(m.group(3)), int(m.group(7)), prefix + m.group(8)
+            row = _op(name, node, op_type, avg_ms * max(calls, 1), max(calls, 1))
+            old = nodes.get(node)
+            nodes[node] = row if old is None else OpTiming(node, op_type, old.ms + row.ms, old.count + row.count)
+        elif table == "Summary by node type":
+            m = _TYPE_ROW.match(line)
+            if not m:
+                raise AgentError(f"benchmark_model{_for(name)}: unreadable Summary by node type row: "
+                                 f"{stripped[:160]}")
+            op_type = prefix + m.group(1)
+            calls = int(m.group(7)) if m.group(7) is not None else int(m.group(2))
+            types[op_type] = _op(name, op_type, op_type, float(m.group(3)), max(calls, 1))
+    ops = nodes or types
+    if not ops:
+        raise AgentError(f"benchmark_model{_for(name)}: the operator-wise profile has no Run Order or "
+                         f"Summary by node type rows")
+    return OpProfile("benchmark_model", runs, tuple(ops.values()))
+
+
+def _op(name: str, node: str, op_type: str, ms: float, calls: int) -> OpTiming:
+    if not math.isfinite(ms) or ms < 0:
+        raise AgentError(f"benchmark_model{_for(name)}: {node}: {ms} ms per inference, expected a finite number >= 0")
+    return OpTiming(node, op_type, ms, calls)
 
 
 # ----------------------------------------------------------------------------- helpers

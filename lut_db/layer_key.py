@@ -117,3 +117,138 @@ class RuntimeSpec:
     def options(self) -> str:
         """Canonical options string stored with every row (part of the slice key)."""
         return f"threads={self.threads};delegate={self.delegate}"
+
+
+#: Prefix of every generic key (`GenericKey.key`); no `LayerConfig` key starts with it (no op kind is named so).
+GENERIC = "generic"
+
+
+@dataclass(frozen=True, order=True)
+class GenericKey:
+    """The LUT key of an operator (or fused group) of a user's model that no op kind of
+    `op_kinds.py` describes: operator type + input/output shapes + attributes.
+
+    Stored in the same `layers` table and measured into the same slices as `LayerConfig`
+    rows (`lutbuild predict --measure-missing`), so it duck-types the fields the writer
+    stores: `op` is ``"generic"``, `h`/`w`/`cin`/`cout` come from the first input and the
+    output (NCHW), `kernel`/`stride` from the attributes when present. The canonical
+    string spells everything, deterministic for one operator whatever the model:
+
+        generic:<op_type>:<inputs>-><output>:<attrs>:<dtype>
+
+    `inputs` are comma-separated shapes (``1x16x56x56``); a constant input (weights, a
+    scalar) is prefixed ``c``; `attrs` are ``name=value`` sorted by name and joined by ``;``
+    (``-`` when none). Never interpolated: a generic key has no channel family.
+    """
+
+    op_type: str  # ONNX operator type ("MaxPool", "Sigmoid", ...) or a fused group ("Swish")
+    inputs: tuple[tuple[int, ...], ...]  # shapes, NCHW for images
+    const_inputs: tuple[bool, ...]  # per input: a constant of the model (not a run-time tensor)
+    output: tuple[int, ...]
+    attrs: tuple[tuple[str, str], ...] = ()  # (name, canonical value), sorted by name
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.op_type or any(c in self.op_type for c in ":;=>"):
+            raise ValueError(f"GenericKey.op_type: expected an operator name, got {self.op_type!r}")
+        if len(self.const_inputs) != len(self.inputs):
+            raise ValueError("GenericKey: one const flag per input expected")
+        if list(self.attrs) != sorted(self.attrs):
+            raise ValueError("GenericKey.attrs: expected (name, value) pairs sorted by name")
+        for name, value in self.attrs:
+            if any(c in f"{name}{value}" for c in ":;=") or not name:
+                raise ValueError(f"GenericKey.attrs: {name}={value!r} may not contain ':', ';' or '='")
+        ins = ",".join(("c" if const else "") + _shape(s) for s, const in zip(self.inputs, self.const_inputs))
+        attrs = ";".join(f"{k}={v}" for k, v in self.attrs) or "-"
+        object.__setattr__(self, "_key", f"{GENERIC}:{self.op_type}:{ins}->{_shape(self.output)}:{attrs}"
+                                         f":{self.dtype}")
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.key.encode()).hexdigest()[:16]
+
+    # The `layers` columns (`writer._layer_params`), from the first run-time input and the output.
+    @property
+    def op(self) -> str:
+        return GENERIC
+
+    @property
+    def _first(self) -> tuple[int, ...]:
+        dynamic = [s for s, const in zip(self.inputs, self.const_inputs) if not const]
+        return (dynamic or list(self.inputs) or [()])[0]
+
+    @property
+    def h(self) -> int:
+        return self._first[2] if len(self._first) == 4 else 1
+
+    @property
+    def w(self) -> int:
+        return self._first[3] if len(self._first) == 4 else 1
+
+    @property
+    def cin(self) -> int:
+        return self._first[1] if len(self._first) >= 2 else 1
+
+    @property
+    def cout(self) -> int:
+        return self.output[1] if len(self.output) >= 2 else 1
+
+    @property
+    def kernel(self) -> int:
+        return int(self.attr("kernel_shape", "1").split(",")[0])
+
+    @property
+    def stride(self) -> int:
+        return int(self.attr("strides", "1").split(",")[0])
+
+    groups, act, hidden = 1, "none", 0
+
+    def attr(self, name: str, default: str = "") -> str:
+        return dict(self.attrs).get(name, default)
+
+    def macs(self) -> int:
+        """Elements of the output: a size for reports (a generic operator's MACs are not modelled)."""
+        n = 1
+        for d in self.output:
+            n *= d
+        return n
+
+    @classmethod
+    def from_key(cls, key: str) -> GenericKey:
+        """Inverse of `key`."""
+        try:
+            prefix, op_type, io, attrs, dtype = key.split(":")
+            if prefix != GENERIC:
+                raise ValueError(key)
+            ins, out = io.split("->")
+            shapes = [s for s in ins.split(",")] if ins else []
+            pairs = () if attrs == "-" else tuple(tuple(p.split("=", 1)) for p in attrs.split(";"))
+            return cls(op_type, tuple(_parse_shape(s.removeprefix("c")) for s in shapes),
+                       tuple(s.startswith("c") for s in shapes), _parse_shape(out), pairs, dtype)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise ValueError(f"generic key {key!r}: not of the form generic:op:inputs->output:attrs:dtype") from exc
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    return () if text == "scalar" else tuple(int(d) for d in text.split("x"))
+
+
+def parse_key(key: str) -> LayerConfig | GenericKey:
+    """A stored key as its object: a `GenericKey` for ``generic:...``, else a `LayerConfig`."""
+    return GenericKey.from_key(key) if key.startswith(f"{GENERIC}:") else LayerConfig.from_key(key)
+
+
+def is_generic(key: str) -> bool:
+    """Whether a stored layer key is a `GenericKey` (counted apart by `lutbuild show`)."""
+    return key.startswith(f"{GENERIC}:")

@@ -55,7 +55,8 @@ def build_lut(space, agents, db_path: str | Path, runtime: str, options: BuildOp
     if not agent_list:
         raise ProfilerError("no device to build on")
     space = resolve_space(space)
-    slice_runtime(runtime, options.threads, delegate=options.delegate)  # option errors before any work
+    slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
+                  gpu_precision_loss=options.gpu_precision_loss)
     plan = make_plan(space, options.plan)
     devices = connect_devices(agent_list, runtime, options, name_errors=several)
     db = open_lut_for_writing(db_path)

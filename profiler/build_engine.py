@@ -81,8 +81,9 @@ def run_build(db: Database, space_name: str, plan: Plan, devices: Sequence[Devic
     writer = LutWriter(db)
     slices = open_slices(db, writer, space_name, plan, devices, options)
     runtime = slices[0].device.rt.name
-    run = _Run(options, benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
-                                           **options.settings), several, start)
+    settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
+                                  **{"gpu_precision_loss": options.gpu_precision_loss, **options.settings})
+    run = _Run(options, settings, several, start)
     run.host_cpu = threading.Lock() if any(s.device.on_host for s in slices) else None
     result = MultiBuildReport([s.report for s in slices])
     desc = f"lutbuild {space_name} {runtime}" + (f" on {len(slices)} device(s)" if several else "")
@@ -91,7 +92,7 @@ def run_build(db: Database, space_name: str, plan: Plan, devices: Sequence[Devic
     run.say = log or (lambda msg: bar.write(msg, file=sys.stderr))
     threads: list[threading.Thread] = []
     try:
-        with ModelCache(options.cache_dir, runtime, options.jobs) as cache:
+        with ModelCache(options.cache_dir, runtime, options.jobs, dtype=options.dtype) as cache:
             _measure_and_commit(db, writer, plan.name, slices, cache, run, bar, result, threads)
             result.exported, result.export_cpu_s = cache.exported, cache.export_cpu_s
             if len(slices) == 1:

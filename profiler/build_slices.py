@@ -21,7 +21,7 @@ from .agents import device_label, name_device
 from .build_types import BuildOptions, BuildReport
 from .errors import ProfilerError
 from .plan import Plan, reference_layer
-from .runtimes import slice_runtime
+from .runtimes import check_agent_delegate, slice_runtime
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ def connect_devices(agents: Sequence, runtime: str, options: BuildOptions, name_
         label = device_label(agent)
         try:
             info = agent.info()
-            rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate)
+            rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate,
+                               options.dtype, options.gpu_precision_loss)
+            check_agent_delegate(rt, agent, label)
         except AgentError as exc:
             if not name_errors:
                 raise

@@ -8,6 +8,11 @@
     lutbuild verify --space mbv3-tiny --device local --runtime tflite --db lut.sqlite --samples 50 \
                     --json verify.json --plot verify.png
     lutbuild show   --db lut.sqlite
+    lutbuild build  ... --quantize int8 | --delegate gpu [--gpu-precision-loss]   (INT8 / GPU slices)
+    lutbuild merge  A.sqlite B.sqlite --into C.sqlite [--on-conflict prefer-measured|fail]
+    lutbuild profile MODEL --device local [--op-profile] [--json F] [--plot F.png]
+    lutbuild predict MODEL --db lut.sqlite --device ID --runtime tflite [--input-shape 1,3,224,224]
+                    [--measure-missing] [--json F]
 
 `build` runs one engine (`build.build_lut`: one worker per device, one writer). With
 `--device local` alone a failure of the device is raised as from a plain loop; phones, and
@@ -29,6 +34,7 @@ import click
 from device_agents.adb_devices import list_devices
 from device_agents.adb_transport import TRANSPORTS
 from lut_db.coverage import format_table
+from lut_db.merge import CONFLICT_POLICIES, PREFER_MEASURED, merge_luts
 from search.spaces import list_spaces
 
 from .agents import LOCAL, RUNNERS, close_agents, default_workdir, name_device, open_agent, open_agents
@@ -37,7 +43,11 @@ from .cli_runner import CliGroup
 from .cli_types import FiniteFloat
 from .plan import PLANS
 from .plots import plot_verify
-from .runtimes import DEFAULT_CACHE_DIR, RUNTIMES
+from .model_graph import parse_input_shape
+from .predict_model import PredictOptions, predict_model
+from .plot_ops import plot_op_profile
+from .profile_model import ProfileOptions, check_request, format_profile, profile_model
+from .runtimes import DEFAULT_CACHE_DIR, DTYPES, RUNTIMES, TFLITE_DELEGATES
 from .show import show_lut
 from .spaces import resolve_space
 from .verify import VerifyOptions, verify_lut
@@ -89,8 +99,13 @@ def _common(f):
                      help="LUT file (SQLite)"),
         click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                      help="runtime threads (1 = what LUTs compare across)"),
-        click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
-                     help="TFLite: XNNPACK or the builtin kernels (a separate LUT slice); ignored for ONNX"),
+        click.option("--delegate", type=click.Choice(TFLITE_DELEGATES), default="xnnpack", show_default=True,
+                     help="TFLite: XNNPACK, the builtin kernels, or a phone's GPU delegate (benchmark_model "
+                          "--use_gpu=true); each a separate LUT slice; ignored for ONNX"),
+        click.option("--gpu-precision-loss", is_flag=True,
+                     help="--delegate gpu: allow fp16 arithmetic (slice option gpu_precision_loss=true)"),
+        click.option("--quantize", type=click.Choice(DTYPES), default="float32", show_default=True,
+                     help="int8: full-integer TFLite / QDQ ONNX models, a separate LUT slice (dtype=int8)"),
         click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
                      help="export worker processes"),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
@@ -142,12 +157,13 @@ def devices(devices, key_path, auth_timeout_s) -> None:
               help="interleaved passes over each batch")
 @click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True,
               help="measure at most this many keys in this run (tests)")
-def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices, binary, runner, transport, key_path,
-          auth_timeout_s, plan, batch_size, repeats, limit) -> None:
+def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, jobs, cache_dir, quiet, devices, binary,
+          runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit) -> None:
     """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
-    options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, batch_size=batch_size,
-                           repeats=repeats, limit=limit, cache_dir=cache_dir)
+    options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, dtype=quantize,
+                           gpu_precision_loss=gpu_precision_loss, batch_size=batch_size, repeats=repeats, limit=limit,
+                           cache_dir=cache_dir)
     devices = devices or (LOCAL,)
     # Every device connected (and authorized) before the LUT file is touched; any failure: one line, exit 1.
     agents = open_agents(devices, runtime,
@@ -180,14 +196,16 @@ def build(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, devices
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a predicted-vs-measured PNG here")
-def verify(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, device, binary, runner, transport, key_path,
-           auth_timeout_s, samples, seed, rounds, interpolate, json_path, plot_path) -> None:
+def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, jobs, cache_dir, quiet, device, binary,
+           runner, transport, key_path, auth_timeout_s, samples, seed, rounds, interpolate, json_path,
+           plot_path) -> None:
     """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
     space = resolve_space(space)
     agent = open_agent(device, runtime,
                        **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     try:
-        options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, rounds=rounds,
+        options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, dtype=quantize,
+                                gpu_precision_loss=gpu_precision_loss, rounds=rounds,
                                 jobs=jobs, cache_dir=cache_dir, interpolate=interpolate)
         report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
     finally:
@@ -205,6 +223,97 @@ def verify(space, runtime, db, threads, delegate, jobs, cache_dir, quiet, device
 def show(db) -> None:
     """Print the devices, slices, calibration and per-space coverage of a LUT."""
     click.echo(show_lut(db))
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--into", "into", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="LUT file to merge into (created when absent; an existing one keeps its rows)")
+@click.option("--on-conflict", type=click.Choice(CONFLICT_POLICIES), default=PREFER_MEASURED, show_default=True,
+              help="two different rows of one key and slice: keep the measured, then the newer one; or refuse")
+def merge(sources, into, on_conflict) -> None:
+    """Combine LUTs filled on different hosts or phone farms into one, in one transaction."""
+    click.echo(merge_luts(sources, into, on_conflict).summary())
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="LUT file (SQLite)")
+@click.option("--device", default=LOCAL, show_default=True,
+              help="a device id of the LUT, or 'local' / a phone (ADB serial or host:port) to ask for its id")
+@click.option("--runtime", type=click.Choice(RUNTIMES), required=True, help="the LUT slice's runtime")
+@click.option("--input-shape", "input_shape", help="input shape N,C,H,W: needed for a PyTorch factory and for "
+              "an ONNX file with dynamic dimensions")
+@click.option("--measure-missing", is_flag=True, help="measure the keys the LUT lacks on --device (stored in the "
+              "LUT, resumable), then predict")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="the slice's threads")
+@click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
+              help="TFLite delegate of the slice; ignored for ONNX")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="export worker processes")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
+              show_default=True, help="exported model files (shared by every LUT)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@_phone_options
+def predict(model, db, device, runtime, input_shape, measure_missing, threads, delegate, jobs, cache_dir, json_path,
+            quiet, binary, runner, transport, key_path, auth_timeout_s) -> None:
+    """Predict the latency of any model (.onnx, .tflite, package.module:factory) from the LUT, layer by layer."""
+    options = PredictOptions(device=device, runtime=runtime, threads=threads, delegate=delegate,
+                             input_shape=parse_input_shape(input_shape), measure_missing=measure_missing, jobs=jobs,
+                             cache_dir=cache_dir, progress=not quiet,
+                             agent_kwargs=_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
+    report = predict_model(model, db, options)
+    click.echo(report.format())
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--device", default=LOCAL, show_default=True,
+              help="'local' (this host) or a phone: ADB serial or host:port")
+@_phone_options
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="runtime to measure with [default: from the file's suffix, .tflite or .onnx]")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="runtime threads (1 = what LUTs compare across)")
+@click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
+              help="TFLite: XNNPACK or the builtin kernels; ignored for ONNX")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="interleaved passes (as in a LUT build)")
+@click.option("--op-profile", is_flag=True,
+              help="also time each operator (ONNX Runtime's profiler; benchmark_model on a phone)")
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
+              help="operators shown (and plotted); --json has them all")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="with --op-profile: write a bar chart PNG of the top operators here")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
+              show_default=True, help="phones: the work folder for pulled results lives under it")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def profile(model, device, binary, runner, transport, key_path, auth_timeout_s, runtime, threads, delegate, repeats,
+            op_profile, top, json_path, plot_path, cache_dir, quiet) -> None:
+    """Time your own .tflite / .onnx model on a device with the LUT's protocol (and, optionally, per operator)."""
+    if plot_path and not op_profile:
+        raise click.UsageError("--plot draws the operator profile: add --op-profile")
+    options = ProfileOptions(runtime=runtime, threads=threads, delegate=delegate, repeats=repeats,
+                             op_profile=op_profile)
+    runtime, _ = check_request(model, options)  # a bad file or option: one line, before the device is opened
+    agent = open_agent(device, runtime,
+                       **_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
+    try:
+        report = profile_model(model, agent, options, progress=not quiet)
+    finally:
+        agent.close()
+    click.echo(format_profile(report, top))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
+    if plot_path and report.op_profile is not None:
+        plot_op_profile(report, plot_path, top)
+    elif plot_path:
+        click.echo(f"no plot written to {plot_path}: there is no operator profile")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,11 @@ measured network pay the same boundaries):
   small layer here, against ~100x more for the dynamo exporter (see docs/lut.md).
 Weights are random (seed 0) and BatchNorm statistics randomized, so nothing folds away.
 
+INT8 (`ModelCache(..., dtype="int8")`, `--quantize int8`): each file is the float32 file of
+the same key (taken from, or first written to, the float32 cache) quantized by
+`quantize.py`, in its own cache folder whose name adds the dtype and the quantizer's version;
+the layout at the boundary is the same (NHWC for TFLite), with int8 I/O for TFLite.
+
 Exports run in worker processes (`ModelCache(jobs=2)`); workers send converter chatter
 (litert-torch progress lines, absl/glog, warnings) to `<cache>/export-worker.log` instead
 of the terminal. Never benchmark while a batch is exporting on the same cores.
@@ -32,7 +37,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Iterable, Sequence
 
@@ -51,10 +56,11 @@ from lut_db.op_kinds import IMAGE, OP_KINDS
 from search.spaces import SubnetConfig, space_from_spec
 from search.spaces.ops import build_layer
 
+from .quantize import check_dtype, converter_versions, quantize_model
 from .runtimes import EXTENSIONS, RUNTIMES, check_runtime
 
 __all__ = ["EXTENSIONS", "RUNTIMES", "ModelCache", "export_layer", "export_module", "export_network",
-           "exporter_id", "layer_module", "network_module", "overhead_module"]
+           "exporter_id", "layer_module", "network_module", "overhead_module", "quantize_file"]
 #: Bump when the exported graphs change (I/O convention, opset, module code): new cache folder.
 EXPORT_FORMAT = 1
 ONNX_OPSET = 17
@@ -80,11 +86,13 @@ def _version(dist: str) -> str:
         return "none"
 
 
-def exporter_id(runtime: str) -> str:
-    """Folder name of the exporter that produced a cached file (runtime + versions)."""
+def exporter_id(runtime: str, dtype: str = "float32") -> str:
+    """Folder name of the exporter that produced a cached file (runtime + versions; for a
+    dtype other than float32, the dtype and the quantizer's version too)."""
     check_runtime(runtime)
     converter = f"litert{_version('litert-torch')}" if runtime == "tflite" else f"opset{ONNX_OPSET}"
-    return f"{runtime}-f{EXPORT_FORMAT}-torch{_version('torch')}-{converter}"
+    base = f"{runtime}-f{EXPORT_FORMAT}-torch{_version('torch')}-{converter}"
+    return base if check_dtype(dtype) == "float32" else f"{base}-{dtype}-{converter_versions(runtime)}"
 
 
 # ----------------------------------------------------------------------------- converters
@@ -240,19 +248,38 @@ class _Job:
     layer: LayerConfig | None = None
     space_spec: object = None
     subnet: dict | None = None
+    float_path: str = ""  # int8 jobs: the float32 file quantized (exported first when missing)
 
 
 def _run_job(job: _Job) -> float:
     """Export one file in a worker; returns the CPU seconds it took."""
     start = time.process_time()
-    if job.kind == "layer":
-        export_layer(job.layer, job.runtime, Path(job.path))
+    target = Path(job.float_path or job.path)
+    if job.float_path and target.exists():
+        pass  # the float32 cache already has it
+    elif job.kind == "layer":
+        export_layer(job.layer, job.runtime, target)
     elif job.kind == "overhead":
         module, inputs = overhead_module()
-        export_module(module, inputs, job.runtime, Path(job.path))
+        export_module(module, inputs, job.runtime, target)
     else:
-        export_network(job.space_spec, job.subnet, job.runtime, Path(job.path))
+        export_network(job.space_spec, job.subnet, job.runtime, target)
+    if job.float_path:
+        quantize_file(job.runtime, target, Path(job.path))
     return time.process_time() - start
+
+
+def quantize_file(runtime: str, float_path: Path, path: Path, calibration=None) -> Path:
+    """`quantize.quantize_model` written atomically (temporary file + rename), as `export_module`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        quantize_model(runtime, float_path, tmp, calibration)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 #: How often an export worker checks that the build that started it is alive (s).
@@ -302,9 +329,13 @@ class ModelCache:
     caller blocks until a batch is on disk, then benchmarks it with the workers idle.
     """
 
-    def __init__(self, cache_dir: str | Path, runtime: str, jobs: int = 2, cia_cache: bool = True):
+    def __init__(self, cache_dir: str | Path, runtime: str, jobs: int = 2, cia_cache: bool = True,
+                 dtype: str = "float32"):
         self.runtime = check_runtime(runtime)
-        self.root = Path(cache_dir).expanduser() / exporter_id(runtime)
+        self.dtype = check_dtype(dtype)
+        self.root = Path(cache_dir).expanduser() / exporter_id(runtime, dtype)
+        #: int8: the float32 cache its files are quantized from (None for float32)
+        self.float_root = None if dtype == "float32" else Path(cache_dir).expanduser() / exporter_id(runtime)
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs = max(1, int(jobs))
         self.cia_cache = cia_cache
@@ -333,21 +364,28 @@ class ModelCache:
         """Path of the overhead model (exported on first use)."""
         path = self.root / f"{OVERHEAD_NAME}{EXTENSIONS[self.runtime]}"
         if not path.exists():
-            self._run([_Job("overhead", self.runtime, str(path))])
+            self._run([self._job(_Job("overhead", self.runtime, str(path)))])
         return path
+
+    def _job(self, job: _Job) -> _Job:
+        """`job`, told where its float32 file is when this cache holds int8 files."""
+        if self.float_root is None:
+            return job
+        return replace(job, float_path=str(self.float_root / Path(job.path).relative_to(self.root)))
 
     def layers(self, cfgs: Iterable[LayerConfig]) -> list[Path]:
         """Paths of the models of `cfgs` (same order), exporting the missing ones in parallel."""
         cfgs = list(cfgs)
         paths = [self.layer_path(c) for c in cfgs]
-        jobs = {str(p): _Job("layer", self.runtime, str(p), layer=c) for c, p in zip(cfgs, paths) if not p.exists()}
+        jobs = {str(p): self._job(_Job("layer", self.runtime, str(p), layer=c))
+                for c, p in zip(cfgs, paths) if not p.exists()}
         self._run(list(jobs.values()))
         return paths
 
     def networks(self, space_spec, subnets: Sequence[dict], seed: int = 0) -> list[Path]:
         """Paths of whole-network models (same order), exporting the missing ones in parallel."""
         paths = [self.network_path(space_spec, s, seed) for s in subnets]
-        jobs = {str(p): _Job("network", self.runtime, str(p), space_spec=space_spec, subnet=s)
+        jobs = {str(p): self._job(_Job("network", self.runtime, str(p), space_spec=space_spec, subnet=s))
                 for s, p in zip(subnets, paths) if not p.exists()}
         self._run(list(jobs.values()))
         return paths

@@ -38,6 +38,13 @@ def plot_verify(report: VerifyReport, path: str | Path) -> Path:
     ax.set_title(f"{report.space} · {report.runtime} · {report.stats.n} networks", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out `fig`, write it to `path` (parent folders created) and free it; the path written."""
+    import matplotlib.pyplot as plt  # why: only callers that already drew a figure get here
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

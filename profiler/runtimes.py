@@ -3,19 +3,32 @@
 A LUT slice is (device, runtime, options): `slice_runtime` is the `RuntimeSpec` of those
 options, `benchmark_settings` what the device agent is asked to run with. Both `build_lut`
 and `verify_lut` go through them, so a verify always reads the slice its build wrote.
+
+The options string is `threads=N;delegate=D` for float32 models (as it always was) and
+gains `;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), so a float32 and
+an int8 slice of one device sit side by side in one LUT file. The layer keys are the same
+in both: the dtype of a slice is how its layers are exported, not another layer.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from device_agents.contract import BenchmarkSettings
+from dataclasses import dataclass
+
 from lut_db.layer_key import RuntimeSpec
 
+from device_agents.gpu_delegate import GPU
+
 from .errors import ProfilerError, UnknownRuntime
+from .quantize import DTYPES, check_dtype
 
 RUNTIMES = ("tflite", "onnx")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
-TFLITE_DELEGATES = ("xnnpack", "none")
+#: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
+TFLITE_DELEGATES = ("xnnpack", "none", GPU)
+__all__ = ["DEFAULT_CACHE_DIR", "DTYPES", "EXTENSIONS", "RUNTIMES", "TFLITE_DELEGATES", "SliceRuntime",
+           "benchmark_settings", "check_agent_delegate", "check_runtime", "slice_runtime"]
 #: Exported model files, shared by every LUT (and the ADB agents' work folder next to them).
 DEFAULT_CACHE_DIR = Path("~/.cache/netadaptv2/models")
 
@@ -27,22 +40,62 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: str = "xnnpack") -> RuntimeSpec:
+@dataclass(frozen=True)
+class SliceRuntime(RuntimeSpec):
+    """A `RuntimeSpec` whose options also name the element type of the models (`dtype`).
+
+    float32 adds nothing to the options string (every float32 LUT keeps its slice), any
+    other dtype adds `;dtype=<dtype>`. (When `lut_db.layer_key.RuntimeSpec` gains the field,
+    this class goes.)"""
+
+    dtype: str = "float32"
+    gpu_precision_loss: bool = False  # delegate "gpu" only: fp16 arithmetic allowed
+
+    @property
+    def options(self) -> str:
+        base = super().options
+        if self.delegate == GPU:
+            base += f";gpu_precision_loss={'true' if self.gpu_precision_loss else 'false'}"
+        return base if self.dtype == "float32" else f"{base};dtype={self.dtype}"
+
+
+def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: str = "xnnpack",
+                  dtype: str = "float32", gpu_precision_loss: bool = False) -> SliceRuntime:
     """The `RuntimeSpec` (slice options) a build and a verify of `runtime` use.
 
     TFLite runs with `delegate` (XNNPACK, the CPU default on Android, or `none`: the builtin
     kernels); ONNX Runtime always with its CPU execution provider, written `delegate=cpu`.
+    `dtype` (`quantize.DTYPES`) is how the models are exported: float32 or full-integer int8.
+    `delegate="gpu"` (phones only, `check_agent_delegate`) adds `gpu_precision_loss=true|false`.
     """
     check_runtime(runtime)
+    check_dtype(dtype, runtime)
     if runtime == "tflite" and delegate not in TFLITE_DELEGATES:
         raise ProfilerError(f"--delegate: unknown TFLite delegate {delegate!r}, expected one of "
                             f"{', '.join(TFLITE_DELEGATES)}")
-    return RuntimeSpec(name=runtime, version=version, threads=threads,
-                       delegate=delegate if runtime == "tflite" else "cpu")
+    if gpu_precision_loss and not (runtime == "tflite" and delegate == GPU):
+        raise ProfilerError("--gpu-precision-loss: only with --runtime tflite --delegate gpu")
+    return SliceRuntime(name=runtime, version=version, threads=threads,
+                        delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
+                        gpu_precision_loss=gpu_precision_loss)
+
+
+def check_agent_delegate(rt: RuntimeSpec, agent, label: str) -> None:
+    """A GPU slice is measured by benchmark_model on a phone: `--device local` and the Python
+    runner (`--runner python`) have no GPU delegate, a one-line `ProfilerError` before any work."""
+    if rt.name != "tflite" or rt.delegate != GPU:
+        return
+    if getattr(agent, "shell", None) is None:
+        raise ProfilerError(f"--delegate gpu: --device {label} has no GPU delegate (this host's LiteRT runs "
+                            "on the CPU); measure a phone with --benchmark-binary (benchmark_model --use_gpu=true)")
+    if getattr(agent, "binary", None) is None:
+        raise ProfilerError(f"--delegate gpu: --device {label} runs the Python runner, which has no GPU "
+                            "delegate; give --benchmark-binary (benchmark_model --use_gpu=true)")
 
 
 def benchmark_settings(runtime: str, threads: int = 1, repeats: int = 3, delegate: str = "xnnpack",
                        **overrides) -> BenchmarkSettings:
-    """Agent settings of a slice: the runner's defaults, `repeats` interleaved passes."""
+    """Agent settings of a slice: the runner's defaults, `repeats` interleaved passes
+    (`gpu_precision_loss=True` among `overrides` for a GPU slice that allows fp16)."""
     delegate = delegate if runtime == "tflite" else "none"  # the runner ignores it for ONNX
     return BenchmarkSettings(runtime=runtime, threads=threads, delegate=delegate, repeats=repeats, **overrides)

@@ -6,7 +6,19 @@ from pathlib import Path
 
 from lut_db import coverage
 from lut_db.connect import lut_errors
+from lut_db.layer_key import GENERIC
 from lut_db.schema import open_lut
+
+
+@dataclass(frozen=True)
+class GenericCount:
+    """Rows of a slice whose key is a generic operator key (`lut_db.layer_key.GenericKey`, `lutbuild predict`)."""
+
+    device_id: str
+    runtime: str
+    runtime_options: str
+    generic_keys: int
+    measured: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,10 @@ def show_lut(path: str | Path) -> str:
             calibration = [CalibrationInfo(d, r, o, n, f"{v:.4g}", at) for d, r, o, n, v, at in db.execute(
                 "SELECT device_id, runtime, runtime_options, name, value_ms, measured_at FROM calibration "
                 "ORDER BY device_id, runtime, runtime_options, name").fetchall()]
+            generic = [GenericCount(*row) for row in db.execute(
+                "SELECT device_id, runtime, runtime_options, COUNT(*), SUM(source = 'measured') FROM measurements "
+                "WHERE layer_key LIKE ? GROUP BY device_id, runtime, runtime_options "
+                "ORDER BY device_id, runtime, runtime_options", [f"{GENERIC}:%"]).fetchall()]
     finally:
         db.close()
     parts = [
@@ -40,6 +56,9 @@ def show_lut(path: str | Path) -> str:
         "",
         "slices (rows per device, runtime and options)",
         coverage.format_table(slices),
+        "",
+        "generic operator keys (lutbuild predict), rows per slice",
+        coverage.format_table(generic),
         "",
         "calibration (ms)",
         coverage.format_table(calibration),

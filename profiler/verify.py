@@ -34,11 +34,12 @@ from lut_db.connect import lut_errors
 from lut_db.schema import open_lut
 
 from . import calibrate
+from .agents import device_label
 from .errors import ProfilerError
 from .export import ModelCache
 from .plan import batches
 from .predictor import LatencyPredictor
-from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, slice_runtime
+from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, check_agent_delegate, slice_runtime
 from .spaces import resolve_space
 from .verify_report import (HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
                             ReferenceCalibration, SliceCoverage, VerifyReport, error_stats, mac_proxy)
@@ -50,6 +51,8 @@ class VerifyOptions:
     seed: int = 0  # sampling seed (the networks' weights use seed 0)
     threads: int = 1
     delegate: str = "xnnpack"  # TFLite only: the slice's delegate (see runtimes.slice_runtime)
+    dtype: str = "float32"  # "int8": whole networks exported full-integer, compared with the int8 slice
+    gpu_precision_loss: bool = False  # delegate "gpu" (phones): fp16 arithmetic allowed, part of the slice
     rounds: int = 3  # benchmark processes per network (median of their medians)
     repeats: int = 3  # interleaved passes per round
     batch_size: int = 25  # networks per benchmark process
@@ -133,7 +136,8 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
     configs = draw_subnets(target.space, options.samples, options.seed)
     predicted = [target.predictor.predict(c) for c in configs]
     coverage = plan_summary(db_path, target.space, target.info.device_id, runtime, target.rt.options)
-    settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate, **options.settings)
+    settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
+                                  **{"gpu_precision_loss": options.gpu_precision_loss, **options.settings})
     timings = _measure_networks(agent, target.space, configs, coverage.reference, settings, options, progress)
     return _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
 
@@ -141,11 +145,14 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
 def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) -> _Target:
     """Check the request and load the slice (user errors before any export)."""
     space = resolve_space(space)
-    slice_runtime(runtime, options.threads, delegate=options.delegate)  # option errors first
+    slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
+                  gpu_precision_loss=options.gpu_precision_loss)
     if options.samples < 2:
         raise ProfilerError(f"--samples: expected at least 2 networks, got {options.samples}")
     info = agent.info()
-    rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate)
+    rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate, options.dtype,
+                       options.gpu_precision_loss)
+    check_agent_delegate(rt, agent, device_label(agent))
     table = LatencyTable.load(db_path, info.device_id, runtime, rt.options, interpolate=options.interpolate)
     predictor = LatencyPredictor(space, table)  # raises naming a missing key before any export
     return _Target(space, info, rt, table, predictor)
@@ -158,7 +165,7 @@ def _measure_networks(agent, space, configs: list, reference: ReferenceCalibrati
     bar = tqdm(total=len(chunks) * options.rounds + 1, desc=f"verify {space.name} {settings.runtime}", unit="batch",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
-        with ModelCache(options.cache_dir, settings.runtime, options.jobs) as cache:
+        with ModelCache(options.cache_dir, settings.runtime, options.jobs, dtype=options.dtype) as cache:
             bar.set_postfix_str("exporting networks")
             paths = cache.networks(space.spec, [c.to_dict() for c in configs])
             extra = [cache.overhead()]

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import click
+import torch
 
 from profiler.cli_types import COUNT, NON_NEGATIVE, POSITIVE, TORCH_DEVICE
 from search import distributed
+from search.depth.memory import check_training_memory
+from search.classification.task import ClassificationTask
+from search.depth.task import DepthTask
 from search.errors import SearchError
 from search.spaces import get_space
 from search.tasks import TASK_NAMES, get_task
@@ -25,8 +29,13 @@ _D = TrainConfig()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory: supernet.pt (checkpoint every epoch) and train_log.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/supernet.pt with its saved settings.")
-@click.option("--batch-size", default=_D.batch_size, show_default=True, type=COUNT, help="Images per process.")
-@click.option("--lr", default=None, type=POSITIVE, help="Peak learning rate [default: 0.1 x global batch / 128 (SGD)].")
+@click.option("--batch-size", default=None, type=COUNT,
+              help=f"Images per process [default: the task's: classification "
+                   f"{ClassificationTask.train_defaults['batch_size']}, depth "
+                   f"{DepthTask.train_defaults['batch_size']}]. On CPU a batch whose estimated memory exceeds what "
+                   "is available is refused before any work (depth).")
+@click.option("--lr", default=None, type=POSITIVE,
+              help="Peak learning rate [default: 0.2 x global batch / 128 (SGD), 2e-3 (AdamW)].")
 @click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
               help="[classification: sgd; depth: adamw]")
 @click.option("--seed", default=_D.seed, show_default=True, type=int, help="Seed of init, data order, OD draws.")
@@ -55,6 +64,7 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
     (masked L1, RMSE/δ1 for `fastdepth`, `fastdepth-tiny`)."""
     if granularity is not None:
         _check_granularity(space, granularity)
+    batch_size = _batch_size(space, granularity, batch_size, data, resume, device)
     cfg = TrainConfig(space=space, task=task, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, seed=seed, workers=workers, granularity=granularity, holdout=holdout,
                       steps_per_epoch=steps_per_epoch, od_groups=od_groups, od_warmup_epochs=od_warmup_epochs,
@@ -66,6 +76,20 @@ def train(space, task, data, epochs, out_dir, resume, batch_size, lr, optimizer,
     summary = get_task(result.task).result_summary(result.metrics)
     if summary and not no_progress:
         click.echo(f"wrote {result.checkpoint} ({summary})")
+
+
+def _batch_size(space_name: str, granularity: int | None, batch_size: int | None, data: str | None,
+                resume: bool, device: str | None) -> int:
+    """`--batch-size`, or the task's default (`Task.train_defaults`, else TrainConfig's); on CPU, a depth
+    batch that cannot fit in memory is refused here, before data is rendered (`search.depth.memory`)."""
+    space = get_space(space_name, granularity=granularity)
+    defaults = get_task(space.task).train_defaults
+    default = defaults["batch_size"]
+    chosen = default if batch_size is None else batch_size
+    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+    if space.task == "depth" and on_cpu and not resume:  # a resumed run keeps its saved batch size
+        check_training_memory(space, chosen, data or defaults["data"], default)
+    return chosen
 
 
 def _check_granularity(space_name: str, granularity: int) -> None:

@@ -46,6 +46,10 @@ from search.tasks import Task, task_of
 
 CHECKPOINT_NAME = "supernet.pt"
 LOG_NAME = "train_log.jsonl"
+# Peak SGD learning rate per 128 images of global batch (grouped-OD super-networks). Chosen from
+# measurements (docs/search.md, "Training the super-network"): on mbv3-tiny / builtin, 0.2 trains
+# the max and min networks far further in the same epochs than 0.1 and ranks sub-networks as well.
+SGD_LR_PER_128 = 0.2
 
 
 @dataclass
@@ -55,10 +59,11 @@ class TrainConfig:
     space: str = "mbv3-tiny"  # the demo space; `nas-search spaces` lists the others
     task: str | None = None  # None: the space's task; otherwise it must agree with the space
     data: str | None = None  # None: the task's built-in set (builtin / builtin-depth), needs no download
-    epochs: int = 15  # built-in set: max subnet val ~0.64 (H200: 65 s; 2-core CPU: ~1 s/step x 70 steps/epoch)
-    batch_size: int = 128  # per process; large enough for BN statistics over mixed sub-networks
+    epochs: int = 15  # built-in set: the max network keeps improving up to ~12-15 (docs/search.md)
+    batch_size: int | None = None  # per process; None: the task's (classification 128: 4 OD groups of 32
+    # images each for per-group BN statistics; depth 8, FastDepth's own, to fit a laptop's memory at 224 px)
     optimizer: str | None = None  # None: the task's ("sgd": Nesterov, MobileNet/OFA practice; depth "adamw")
-    lr: float | None = None  # None: 0.1 x global batch / 128 for SGD (linear scaling), 2e-3 for AdamW
+    lr: float | None = None  # None: SGD_LR_PER_128 x global batch / 128 for SGD (linear scaling), 2e-3 for AdamW
     momentum: float = 0.9  # standard SGD momentum
     nesterov: bool = True  # slightly faster convergence at no cost
     weight_decay: float | None = None  # None: the task's, else 4e-5 for SGD (MobileNetV3), 0.05 for AdamW
@@ -90,7 +95,7 @@ class TrainConfig:
     def resolved_lr(self, world_size: int) -> float:
         if self.lr is not None:
             return self.lr
-        return 0.1 * self.batch_size * world_size / 128 if self.optimizer == "sgd" else 2e-3
+        return SGD_LR_PER_128 * self.batch_size * world_size / 128 if self.optimizer == "sgd" else 2e-3
 
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:

@@ -24,6 +24,7 @@ LAZY_OK = {
     "absl",  # litert-torch's logger, silenced only around a TFLite conversion
     "matplotlib",  # plots only where a PNG is asked for
     "h5py",  # NYU Depth v2 files only
+    "ai_edge_quantizer",  # INT8 TFLite quantizer, ~2 s to import: only for --quantize int8 exports
 }
 
 

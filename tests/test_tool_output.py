@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.tool_output import parse_benchmark_model, parse_perf_test
+from device_agents.tool_output import parse_benchmark_model, parse_op_profile, parse_perf_test
 from device_agents.contract import AgentError
 
 DATA = Path(__file__).parent / "data" / "tool_output"
@@ -159,3 +159,68 @@ def test_perf_test_malformed_output_is_a_one_line_agent_error(text):
     with pytest.raises(AgentError) as err:
         parse_perf_test(text, name="m.onnx")
     assert "\n" not in str(err.value) and "m.onnx" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- --enable_op_profiling tables
+def test_op_profile_takes_the_regular_runs_run_order_in_ms_per_inference():
+    text = read("benchmark_model_op_profiling_android_xnnpack.txt")
+    p = parse_op_profile(text, name="m.tflite")
+    assert p.source == "benchmark_model" and p.statistic == "mean" and p.runs == 50  # Timings: count=50
+    names = {op.name for op in p.ops}
+    assert len(p.ops) == 8 and "[model_1/flatten/Reshape]:11" in names  # a node left on the CPU kernels
+    assert not names & {"ModifyGraphWithDelegate/0", "AllocateTensors/0"}  # the initialization profile
+    gemm = p.ops[0]  # avg ms is per call, times called per run: 0.214 ms x 4 calls
+    assert (gemm.name, gemm.op_type, gemm.count) == ("Delegate/Convolution (NHWC, F32) GEMM:2",
+                                                     "Convolution (NHWC, F32) GEMM", 4)
+    assert gemm.ms == pytest.approx(0.856) and p.share(gemm) == pytest.approx(0.47848, abs=1e-4)  # the printed %
+    # the Top by Computation Time table repeats nodes: counted once; the sum is the profiled run time
+    assert p.total_ms == pytest.approx(1.789)
+    assert p.total_ms <= parse_benchmark_model(text).timing.mean_ms
+    assert [t.op_type for t in p.by_type()][:2] == ["Convolution (NHWC, F32) GEMM", "Convolution (NHWC, F32) IGEMM"]
+
+
+def test_op_profile_reads_the_older_layout_with_a_start_column():
+    p = parse_op_profile(read("benchmark_model_op_profiling_aarch64_builtin.txt"))
+    assert p.runs == 497 and len(p.ops) == 6
+    assert p.ops[0].op_type == "CONV_2D" and p.ops[0].ms == pytest.approx(0.851)  # not [start] nor [first]
+    assert p.ops[0].name == "[sequential/conv2d/Relu6;sequential/conv2d/BiasAdd;sequential/conv2d/Conv2D]:0"
+    assert [(t.op_type, t.count) for t in p.by_type()][0] == ("CONV_2D", 2)
+
+
+def test_op_profile_space_aligned_quotes_subgraphs_and_a_summary_only_output():
+    tabs = read("benchmark_model_op_profiling_android_xnnpack.txt")
+    spaces = parse_op_profile(tabs.replace("\t", "    "))  # as issue threads quote it
+    assert spaces == parse_op_profile(tabs)
+    head = "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+    table = ("============================== Run Order ==============================\n"
+             "\t[node type]\t[first]\t[avg ms]\t[%]\t[cdf%]\t[mem KB]\t[times called]\t[Name]\n"
+             "\tWHILE\t1.000\t1.000\t50.000%\t50.000%\t0.000\t1\t[loop]:0\n"
+             "\tADD\t0.500\t0.500\t50.000%\t100.000%\t0.000\t2\t[x]:1\n\n")
+    sub = parse_op_profile(head + "Primary graph profile:\n" + table + "Subgraph (index: 1) profile:\n" + table
+                           + "Delegate internal:\n" + table)
+    assert {op.name for op in sub.ops} == {"[loop]:0", "[x]:1", "subgraph 1: [loop]:0", "subgraph 1: [x]:1"}
+    assert sub.total_ms == pytest.approx(4.0)  # the delegate's internal view is not counted again
+    summary = ("Number of nodes executed: 3\n"
+               "============================== Summary by node type ==============================\n"
+               "\t[Node type]\t[count]\t[avg ms]\t[avg %]\t[cdf %]\t[mem KB]\t[times called]\n"
+               "\tCONV_2D\t2\t1.500\t75.000%\t75.000%\t0.000\t2\n"
+               "\tADD\t1\t0.500\t25.000%\t100.000%\t0.000\t1\n\n")
+    only = parse_op_profile(head + summary)
+    assert [(op.name, op.ms, op.count) for op in only.ops] == [("CONV_2D", 1.5, 2), ("ADD", 0.5, 1)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        read("benchmark_model_x86_tf2.13.txt"),  # no --enable_op_profiling
+        read("benchmark_model_rpi_xnnpack_profiling.txt"),  # only the initialization profile survived
+        "Operator-wise Profiling Info for Regular Benchmark Runs:\n\n",
+        "Operator-wise Profiling Info for Regular Benchmark Runs:\n====== Run Order ======\n"
+        "\t[node type]\t[first]\t[avg ms]\t[%]\t[cdf%]\t[mem KB]\t[times called]\t[Name]\n"
+        "\tCONV_2D\t1.0\tgarbled\n",
+    ],
+)
+def test_op_profile_missing_or_malformed_is_a_one_line_agent_error(text):
+    with pytest.raises(AgentError) as err:
+        parse_op_profile(text, name="m.tflite")
+    assert "\n" not in str(err.value) and "m.tflite" in str(err.value)

@@ -35,7 +35,7 @@ class ClassificationTask:
     headline = ("acc",)  # finetune.json: val_acc_before, val_acc; train log: val_acc_max, val_acc_min
     # TrainConfig fields left None. Grouped OD with 4 groups after 2 max-only epochs: the variant that
     # trains every sub-network (issue 16; docs/search.md "Training the super-network" has the table).
-    train_defaults = {"data": "builtin", "optimizer": "sgd", "od_groups": 4, "od_warmup_epochs": 2}
+    train_defaults = {"data": "builtin", "optimizer": "sgd", "od_groups": 4, "od_warmup_epochs": 2, "batch_size": 128}
     finetune_defaults = {"lr": 0.02, "weight_decay": 4e-5}  # FinetuneConfig fields left None
     proposal_lr = 0.01  # NetAdapt V1's per-proposal fine-tune (SGD)
     records_holdout_metrics = False  # the score is the one held-out metric (top-1)

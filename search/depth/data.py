@@ -206,6 +206,15 @@ class BuiltinDepth(Dataset):
         return self.rgb[index].float() / 255, self.depth[index].float()[None]
 
 
+def resident_bytes(spec: str, split: str, image_hw: tuple[int, int] | int) -> int:
+    """Bytes a split keeps in memory for its whole life: ``builtin-depth`` renders every image up
+    front (rgb uint8 + depth float16: 5 bytes per pixel); a NYU folder reads one file per item (0)."""
+    if spec != BUILTIN:
+        return 0
+    h, w = (image_hw, image_hw) if isinstance(image_hw, int) else image_hw
+    return BUILTIN_SIZES[split] * h * w * (3 * np.dtype(np.uint8).itemsize + np.dtype(np.float16).itemsize)
+
+
 def get_depth_dataset(spec: str, split: str, image_hw: tuple[int, int] | int = 224, seed: int = 0,
                       size: int | None = None) -> Dataset:
     """``builtin-depth`` or a NYU root by spec; SearchError (one line) on a bad path.

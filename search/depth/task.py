@@ -21,6 +21,9 @@ from .metrics import DepthMeter
 from .train import DepthTrainConfig, finetune
 
 SCORES = ("rmse", "delta1")
+#: Images per forward pass when evaluating (eval mode: per-image results do not depend on it). A
+#: loader batch of 256 at 224 px held ~5 GB of activations of the max fastdepth network on CPU.
+EVAL_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ class DepthTask:
     headline = ("rmse", "delta1")  # finetune.json val_rmse(_before), val_delta1(_before); train log val_rmse_max...
     # TrainConfig fields left None: AdamW and light decay, as DepthTrainConfig (converges in few steps)
     # Per-image OD (od_groups 0): DepthSuperNet has no per-group BatchNorm yet (docs/depth.md).
+    # batch_size 8: FastDepth's own; a fastdepth (224 px) step then peaks ~1.5 GB above the process on CPU
+    # (batch 128, the classification default, ~16 GB: docs/depth.md "Memory", search/depth/memory.py)
     train_defaults = {"data": BUILTIN, "optimizer": "adamw", "weight_decay": 1e-4, "od_groups": 0,
-                      "od_warmup_epochs": 0}
+                      "od_warmup_epochs": 0, "batch_size": 8}
     finetune_defaults = {"lr": 5e-4, "weight_decay": 1e-4}  # AdamW from trained weights: small steps
     proposal_lr = 5e-4  # NetAdapt V1's per-proposal fine-tune (AdamW)
     records_holdout_metrics = True  # final.json / baselines keep RMSE, MAE, REL, δ1-3 of the held-out split
@@ -97,8 +102,8 @@ class DepthTask:
         for i, (rgb, depth) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            pred = model(rgb.to(device))
-            meter.update(pred.cpu(), depth)
+            for rgb_part, depth_part in zip(rgb.split(EVAL_CHUNK), depth.split(EVAL_CHUNK)):
+                meter.update(model(rgb_part.to(device)).cpu(), depth_part)
         model.train(was_training)
         return meter.result()
 

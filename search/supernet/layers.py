@@ -114,7 +114,11 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
     equal runs of the batch with that run's own mean/variance (one sub-network per run, grouped
     OD). Running statistics are updated with the average over runs. Same parameters, buffers
     and state-dict names as nn.BatchNorm2d, so sub-network slicing is unchanged; with G = 1 or
-    in eval mode it *is* nn.BatchNorm2d."""
+    in eval mode it *is* nn.BatchNorm2d.
+
+    Each run goes through the fused `F.batch_norm` kernel: a grouped OD step then costs about
+    what a max-network step does on CPU (written as plain tensor ops it took ~2.2x; both
+    side by side in `benchmarks/bench_supernet.py`)."""
 
     groups: int = 1
 
@@ -122,23 +126,20 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
         g = self.groups
         if not self.training or g <= 1:
             return super().forward(x)
-        n, c = x.shape[0], x.shape[1]
-        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        # (G, images of the group x pixels, C): a view for NHWC, (G, n/G, HW, C) for NCHW
-        xg = x.permute(0, 2, 3, 1).reshape(g, -1, c) if nhwc else x.reshape(g, n // g, c, -1).transpose(2, 3)
-        var, mean = torch.var_mean(xg, dim=1 if nhwc else (1, 2), unbiased=False, keepdim=True)
-        y = (xg - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-        if self.track_running_stats:
+        track = self.track_running_stats
+        # momentum 1: each run's statistics land in its own scratch buffers (unbiased variance, as
+        # nn.BatchNorm2d keeps); the real buffers then take their average with the layer's momentum
+        means = [torch.zeros_like(self.running_mean) for _ in range(g)] if track else [None] * g
+        variances = [torch.ones_like(self.running_var) for _ in range(g)] if track else [None] * g
+        y = torch.cat([F.batch_norm(part, mean, var, self.weight, self.bias, True, 1.0, self.eps)
+                       for part, mean, var in zip(x.chunk(g), means, variances)])
+        if track:
             with torch.no_grad():
-                count = x.numel() // (g * c)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
                 self.num_batches_tracked.add_(1)
-                self.running_mean.mul_(1 - m).add_(mean.mean(0).flatten(), alpha=m)
-                unbiased = var.mean(0).flatten() * count / max(count - 1, 1)
-                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
-        if nhwc:
-            return y.reshape(n, x.shape[2], x.shape[3], c).permute(0, 3, 1, 2)
-        return y.transpose(2, 3).reshape(x.shape)
+                self.running_mean.mul_(1 - m).add_(torch.stack(means).mean(0), alpha=m)
+                self.running_var.mul_(1 - m).add_(torch.stack(variances).mean(0), alpha=m)
+        return y
 
 
 def grouped_batchnorm(module: nn.Module) -> list[GroupedBatchNorm2d]:
