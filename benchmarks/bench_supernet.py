@@ -1,6 +1,6 @@
 """Super-network speed: OD training step vs plain max-network step; sliced vs masked evaluation.
 
-    .venv/bin/python benchmarks/bench_supernet.py [--space mbv3-tiny] [--checkpoint run/supernet.pt]
+    .venv/bin/python -m benchmarks.bench_supernet [--space mbv3-tiny] [--checkpoint run/supernet.pt]
         [--device cpu|cuda] [--batch-size 128] [--steps 10] [--candidates 6] [--threads N]
 
 1. Training step time (forward + backward + SGD step, batch B):
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import random
 import statistics
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench_lut import machine
 from search.checkpoint import load_supernet
 from search.data import get_dataset, make_loader
 from search.evaluate import evaluate, recalibrate_bn
@@ -178,9 +178,10 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         supernet = SuperNet(space)
     supernet = supernet.to(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    host = machine()  # CPU model, cores, load: machines of one kind differ (docs/benchmarks.md)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else host["cpu"]
     result = {"space": space.name, "device": str(device), "device_name": name, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "checkpoint": args.checkpoint}
+              "threads": torch.get_num_threads(), "checkpoint": args.checkpoint, "machine": host}
     result["training"] = bench_training(space, device, args.batch_size, args.steps)
     tr = result["training"]
     print(f"{space.name} on {device} ({name}), batch {args.batch_size}, {args.steps} interleaved steps")
