@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -187,3 +189,23 @@ def connect_writer(path: Path) -> tuple[LutDatabase, bool]:
             conn.close()
             raise
     return db, existed
+
+
+def enable_wal(db: Database) -> None:
+    """Put the file of `db` in WAL mode (persistent), outside any transaction.
+
+    Two processes creating one new LUT at the same moment both ask for it; the switch upgrades
+    a shared lock to an exclusive one, and when both hold the shared lock SQLite answers one of
+    them SQLITE_BUSY at once, without its busy timeout (waiting could deadlock). So retry for up
+    to `BUSY_TIMEOUT_S`, and stop as soon as the file is in WAL (the other process switched it).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.05))  # jitter: the two processes do not retry in step

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
-from .connect import check_regular_file, connect_reader, connect_writer, lut_errors
+from .connect import check_regular_file, connect_reader, connect_writer, enable_wal, lut_errors
 from .errors import LutError, NotALutDatabase, SchemaTooNew
 from .layer_key import LayerConfig
 
@@ -142,7 +142,7 @@ def open_lut_for_writing(path: str | Path) -> Database:
             if existed and "meta" in db.table_names():
                 _check_intact(db, path)
             if MIGRATIONS.pending(db):
-                db.enable_wal()  # persistent in the file; set once, outside any transaction
+                enable_wal(db)  # persistent in the file; set once, outside any transaction
                 with db.atomic():  # IMMEDIATE: a second build waits, then finds nothing pending
                     MIGRATIONS.apply(db)  # all migrations or none: never a half-created LUT
     except BaseException:
