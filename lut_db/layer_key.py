@@ -18,6 +18,12 @@ from .op_kinds import OP_KINDS, VECTOR
 ACTIVATIONS = ("none", "relu", "relu6", "hswish", "hsigmoid")
 
 
+def file_digest(text: str) -> str:
+    """Short (16 hex digits) SHA-1 of `text`, safe as a file name: the one naming scheme of every
+    exported model file (layer keys, generic keys, whole sub-networks)."""
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, order=True)
 class LayerConfig:
     """One layer as the device sees it. Sizes in pixels and channels."""
@@ -63,7 +69,7 @@ class LayerConfig:
     @property
     def digest(self) -> str:
         """Short hash of `key`, safe as a file name (exported model cache, device files)."""
-        return hashlib.sha1(self.key.encode()).hexdigest()[:16]
+        return file_digest(self.key)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -111,12 +117,21 @@ class RuntimeSpec:
     name: str  # "tflite" or "onnx"
     version: str = ""  # runtime/binary version string as reported by the agent
     threads: int = 1
-    delegate: str = "xnnpack"  # "xnnpack", "none", ...
+    delegate: str = "xnnpack"  # "xnnpack", "none", "gpu" (phones), ...
+    dtype: str = "float32"  # how the models are exported: "float32" or full-integer "int8"
+    gpu_precision_loss: bool | None = None  # GPU delegate only (fp16 allowed); None: not a GPU slice
 
     @property
     def options(self) -> str:
-        """Canonical options string stored with every row (part of the slice key)."""
-        return f"threads={self.threads};delegate={self.delegate}"
+        """Canonical options string stored with every row (part of the slice key).
+
+        `threads=N;delegate=D` as it always was for float32 CPU slices (every existing LUT keeps
+        its slices); a GPU slice adds `;gpu_precision_loss=true|false`, an int8 one `;dtype=int8`,
+        so float32, int8 and GPU slices of one device sit side by side in one LUT file."""
+        text = f"threads={self.threads};delegate={self.delegate}"
+        if self.gpu_precision_loss is not None:
+            text += f";gpu_precision_loss={'true' if self.gpu_precision_loss else 'false'}"
+        return text if self.dtype == "float32" else f"{text};dtype={self.dtype}"
 
 
 #: Prefix of every generic key (`GenericKey.key`); no `LayerConfig` key starts with it (no op kind is named so).
@@ -172,7 +187,7 @@ class GenericKey:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha1(self.key.encode()).hexdigest()[:16]
+        return file_digest(self.key)
 
     # The `layers` columns (`writer._layer_params`), from the first run-time input and the output.
     @property

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import functools
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -51,7 +50,7 @@ try:  # torch-private modules `install_cia_cache` patches; a torch without them 
 except ImportError:  # pragma: no cover
     decomp_utils = exported_program = export_utils = None
 
-from lut_db.layer_key import LayerConfig
+from lut_db.layer_key import LayerConfig, file_digest
 from lut_db.op_kinds import IMAGE, OP_KINDS
 from search.spaces import SubnetConfig, space_from_spec
 from search.spaces.ops import build_layer
@@ -319,7 +318,7 @@ def _init_worker(log_path: str, cia_cache: bool, parent_pid: int | None = None) 
 def subnet_digest(space_spec, subnet: dict, seed: int = 0) -> str:
     """File-name-safe hash of (space table, sub-network, weight seed)."""
     text = json.dumps({"space": repr(space_spec), "subnet": subnet, "seed": seed}, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return file_digest(text)
 
 
 class ModelCache:

@@ -28,12 +28,12 @@ from onnx import shape_inference
 
 from .errors import ProfilerError
 from .export import export_module
+from .model_files import is_tflite
 
 #: ai.onnx opsets this reader understands (attribute vs. input forms of Clip/ReduceMean/Resize...).
 MIN_OPSET, MAX_OPSET = 9, onnx.defs.onnx_opset_version()
 #: `package.module:factory`
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_TFLITE_MAGIC = b"TFL3"
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT8: "int8",
            onnx.TensorProto.UINT8: "uint8"}
 
@@ -100,8 +100,9 @@ def load_model(model: str, input_shape: tuple[int, ...] | None = None) -> ModelG
     if path.suffix.lower() in (".onnx", ".tflite") or path.exists():
         if not path.is_file():
             raise ProfilerError(f"{model}: no such model file (expected an .onnx or .tflite file)")
-        head = path.read_bytes()[:8]
-        if path.suffix.lower() == ".tflite" or head[4:8] == _TFLITE_MAGIC:
+        with path.open("rb") as f:
+            head = f.read(8)  # enough to tell a TFLite FlatBuffer; the reader then reads the file once
+        if path.suffix.lower() == ".tflite" or is_tflite(head):
             return read_tflite(path, input_shape)
         return read_onnx(path, input_shape)
     if _FACTORY.match(model):
@@ -227,7 +228,7 @@ def read_tflite(path: Path, input_shape: tuple[int, ...] | None) -> ModelGraph:
     from ai_edge_litert import schema_py_generated as tfl
 
     data = path.read_bytes()
-    if data[4:8] != _TFLITE_MAGIC:
+    if not is_tflite(data):
         raise ProfilerError(f"{path}: not a TFLite model (no TFL3 identifier)")
     try:
         model = tfl.Model.GetRootAsModel(data, 0)

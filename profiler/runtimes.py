@@ -4,21 +4,19 @@ A LUT slice is (device, runtime, options): `slice_runtime` is the `RuntimeSpec` 
 options, `benchmark_settings` what the device agent is asked to run with. Both `build_lut`
 and `verify_lut` go through them, so a verify always reads the slice its build wrote.
 
-The options string is `threads=N;delegate=D` for float32 models (as it always was) and
-gains `;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), so a float32 and
-an int8 slice of one device sit side by side in one LUT file. The layer keys are the same
-in both: the dtype of a slice is how its layers are exported, not another layer.
+The options string (`RuntimeSpec.options`) is `threads=N;delegate=D` for float32 CPU models
+(as it always was), gains `;gpu_precision_loss=...` for the phone's GPU delegate and
+`;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), so such slices of one
+device sit side by side in one LUT file. The layer keys are the same in all: the dtype of a
+slice is how its layers are exported, not another layer.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from device_agents.contract import BenchmarkSettings
-from dataclasses import dataclass
-
-from lut_db.layer_key import RuntimeSpec
-
 from device_agents.gpu_delegate import GPU
+from lut_db.layer_key import RuntimeSpec
 
 from .errors import ProfilerError, UnknownRuntime
 from .quantize import DTYPES, check_dtype
@@ -27,7 +25,7 @@ RUNTIMES = ("tflite", "onnx")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 #: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
 TFLITE_DELEGATES = ("xnnpack", "none", GPU)
-__all__ = ["DEFAULT_CACHE_DIR", "DTYPES", "EXTENSIONS", "RUNTIMES", "TFLITE_DELEGATES", "SliceRuntime",
+__all__ = ["DEFAULT_CACHE_DIR", "DTYPES", "EXTENSIONS", "RUNTIMES", "TFLITE_DELEGATES",
            "benchmark_settings", "check_agent_delegate", "check_runtime", "slice_runtime"]
 #: Exported model files, shared by every LUT (and the ADB agents' work folder next to them).
 DEFAULT_CACHE_DIR = Path("~/.cache/netadaptv2/models")
@@ -40,27 +38,8 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-@dataclass(frozen=True)
-class SliceRuntime(RuntimeSpec):
-    """A `RuntimeSpec` whose options also name the element type of the models (`dtype`).
-
-    float32 adds nothing to the options string (every float32 LUT keeps its slice), any
-    other dtype adds `;dtype=<dtype>`. (When `lut_db.layer_key.RuntimeSpec` gains the field,
-    this class goes.)"""
-
-    dtype: str = "float32"
-    gpu_precision_loss: bool = False  # delegate "gpu" only: fp16 arithmetic allowed
-
-    @property
-    def options(self) -> str:
-        base = super().options
-        if self.delegate == GPU:
-            base += f";gpu_precision_loss={'true' if self.gpu_precision_loss else 'false'}"
-        return base if self.dtype == "float32" else f"{base};dtype={self.dtype}"
-
-
 def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: str = "xnnpack",
-                  dtype: str = "float32", gpu_precision_loss: bool = False) -> SliceRuntime:
+                  dtype: str = "float32", gpu_precision_loss: bool = False) -> RuntimeSpec:
     """The `RuntimeSpec` (slice options) a build and a verify of `runtime` use.
 
     TFLite runs with `delegate` (XNNPACK, the CPU default on Android, or `none`: the builtin
@@ -75,9 +54,9 @@ def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: s
                             f"{', '.join(TFLITE_DELEGATES)}")
     if gpu_precision_loss and not (runtime == "tflite" and delegate == GPU):
         raise ProfilerError("--gpu-precision-loss: only with --runtime tflite --delegate gpu")
-    return SliceRuntime(name=runtime, version=version, threads=threads,
-                        delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
-                        gpu_precision_loss=gpu_precision_loss)
+    return RuntimeSpec(name=runtime, version=version, threads=threads,
+                       delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
+                       gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None)
 
 
 def check_agent_delegate(rt: RuntimeSpec, agent, label: str) -> None:
