@@ -96,15 +96,21 @@ def train_supernet(a: argparse.Namespace, out_dir: Path) -> str:
     return str(train(cfg, out_dir / "supernet").checkpoint)
 
 
+def training_splits(space, meta: dict) -> tuple:
+    """(train, holdout) of the built-in set exactly as the super-network in `meta` was trained
+    and MCD scores it: the holdout images were never trained on."""
+    side = space.spec.input_hw[0]
+    holdout_size = (meta.get("train_config") or {}).get("holdout")
+    return (get_dataset("builtin", "train", side, holdout=holdout_size),
+            get_dataset("builtin", "holdout", side, holdout=holdout_size))
+
+
 def rank(a: argparse.Namespace, supernet_path: str) -> tuple[list[dict], dict]:
     """Score and fine-tune every sampled network; one row each."""
     space, supernet, meta = load_supernet(supernet_path)
     supernet.eval()
-    side = space.spec.input_hw[0]
-    holdout_size = (meta.get("train_config") or {}).get("holdout")
-    train_set = get_dataset("builtin", "train", side, holdout=holdout_size)
-    holdout = get_dataset("builtin", "holdout", side, holdout=holdout_size)
-    val = get_dataset("builtin", "val", side)
+    train_set, holdout = training_splits(space, meta)
+    val = get_dataset("builtin", "val", space.spec.input_hw[0])
     calib = make_loader(train_set, 128, shuffle=True, seed=12_345)
     scorer = SupernetScorer(supernet, make_loader(holdout, 500), calib, a.calib_batches)
     train_loader = make_loader(train_set, 128, shuffle=True, seed=a.seed, drop_last=True)

@@ -38,8 +38,9 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from benchmarks.bench_lut import machine, versions
+from benchmarks.bench_ranking import training_splits
 from search.checkpoint import load_supernet
-from search.data import get_dataset, make_loader
+from search.data import make_loader
 from search.mcd.scoring import SupernetScorer
 from search.spaces.config import SubnetConfig
 
@@ -170,10 +171,8 @@ def main(argv=None) -> dict:
     supernet_path = str(a.supernet or ranking["settings"]["supernet"])
     space, supernet, meta = load_supernet(supernet_path)
     supernet.eval()
-    side = space.spec.input_hw[0]
-    holdout_size = (meta.get("train_config") or {}).get("holdout")
-    train_set = get_dataset("builtin", "train", side, holdout=holdout_size)
-    holdout_loader = make_loader(get_dataset("builtin", "holdout", side, holdout=holdout_size), 500)
+    train_set, holdout = training_splits(space, meta)
+    holdout_loader = make_loader(holdout, 500)
     configs = [SubnetConfig.from_dict(r["config"]) for r in ranking["rows"]]
     tuned = [r["finetuned"] for r in ranking["rows"]]
     batches = [int(b) for b in a.calib_batches.split(",")]
