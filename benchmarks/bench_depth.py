@@ -170,10 +170,13 @@ def main() -> None:
     print(f"-> {path}")
 
 
+def _maxrss_mb(ru_maxrss: int) -> float:
+    """An rusage ``ru_maxrss`` in MB (Linux reports kB, macOS bytes)."""
+    return round(ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+
+
 def _peak_rss_mb(who: int) -> float:
-    """ru_maxrss in MB (Linux reports kB, macOS bytes)."""
-    peak = resource.getrusage(who).ru_maxrss
-    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+    return _maxrss_mb(resource.getrusage(who).ru_maxrss)
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -219,8 +222,7 @@ def _run_child(argv: list[str]) -> tuple[subprocess.CompletedProcess, float, flo
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t
-    peak = usage.ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
-    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out), wall, round(peak, 1)
+    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out), wall, _maxrss_mb(usage.ru_maxrss)
 
 
 def bench_memory(args) -> None:
