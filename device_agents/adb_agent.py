@@ -39,6 +39,7 @@ from .adb_batch import (
 )
 from .adb_transport import DeviceDisconnected, DeviceShell, open_transport
 from .contract import AgentError, BatchResult, BenchmarkSettings, DeviceInfo, DeviceState, ModelTiming, OpProfile
+from .gpu_delegate import GPU, GpuDelegation, parse_gpu_delegation
 from .local import parse_op_profiles, parse_results
 from .tool_output import parse_benchmark_model, parse_op_profile, parse_perf_test
 
@@ -144,17 +145,16 @@ class AdbAgent:
             return BatchResult([], state, state)
         plan = plan_batch(models)
         before = self.settle()
-        timings, profiles = self._retrying(lambda: self._run_batch(plan, settings, before))
+        timings, profiles, delegations = self._retrying(lambda: self._run_batch(plan, settings, before))
         after = self.read_state()
         if after.throttled:
             # Hot by the end: the figures may be throttled ones. Cool down, measure again.
             self.remeasured += 1
             before = self.settle()
-            timings, profiles = self._retrying(lambda: self._run_batch(plan, settings, before))
+            timings, profiles, delegations = self._retrying(lambda: self._run_batch(plan, settings, before))
             after = self.read_state()
-        if not settings.op_profile:
-            return BatchResult(timings=timings, state_before=before, state_after=after)
-        return BatchResult(timings, before, after, op_profiles=profiles[0], op_profile_note=profiles[1])
+        return BatchResult(timings, before, after, op_profiles=profiles[0], op_profile_note=profiles[1],
+                           gpu_delegations=delegations)
 
     def close(self) -> None:
         self.shell.close()
@@ -176,14 +176,10 @@ class AdbAgent:
         return state
 
     def _cpus_for(self, threads: int, state: DeviceState) -> str:
-        """Cores to pin to, as a comma list: a chosen core, one big core, or all big cores."""
+        """Cores to pin to, as a comma list: the chosen core, or the `threads` fastest (`fastest_cores`)."""
         if self.cpu_core is not None:
             return str(self.cpu_core)
-        if not state.cpu_max_freq_khz:
-            return ""
-        mask = int(device_state.cpu_mask_for_big_cores(state.cpu_max_freq_khz), 16)
-        big = [i for i in range(mask.bit_length()) if mask >> i & 1]
-        return str(big[-1]) if threads == 1 else ",".join(map(str, big))
+        return ",".join(map(str, device_state.fastest_cores(state.cpu_max_freq_khz, threads)))
 
     # --- plumbing ----------------------------------------------------------------------------
     def _check_runtime(self, runtime: str) -> None:
@@ -263,9 +259,10 @@ class AdbAgent:
         return self.batch_timeout_s or 60.0 + 30.0 * n * s.repeats
 
     def _run_batch(self, plan: BatchPlan, s: BenchmarkSettings, state: DeviceState
-                   ) -> tuple[list[ModelTiming], tuple[list[OpProfile | None], str]]:
+                   ) -> tuple[list[ModelTiming], tuple[list[OpProfile | None], str], list[GpuDelegation]]:
         """Push the batch, run it in one shell session, pull one results file, parse it: the
-        timings, and (with `s.op_profile`) the operator profiles and why one is missing."""
+        timings, (with `s.op_profile`) the operator profiles and why one is missing, and (with
+        the GPU delegate) what the delegate took of each model."""
         tool = self._ensure_tool() if self.binary else None
         if tool is None:
             self._ensure_runner()
@@ -301,9 +298,10 @@ class AdbAgent:
         if tool is None:
             lines, hosts = text.splitlines(), list(plan.host_paths)
             timings = parse_results(lines, hosts, stderr=out, returncode=rc)
-            return timings, (parse_op_profiles(lines, hosts) if s.op_profile else no_profiles)
+            return timings, (parse_op_profiles(lines, hosts) if s.op_profile else no_profiles), []
         timings = _tool_timings(plan, self.runtime, text)
-        return timings, (_tool_op_profiles(plan, text) if s.op_profile else no_profiles)
+        delegations = _tool_gpu_delegations(plan, text) if s.delegate == GPU else []
+        return timings, (_tool_op_profiles(plan, text) if s.op_profile else no_profiles), delegations
 
 
 def _tool_timings(plan: BatchPlan, runtime: str, text: str) -> list[ModelTiming]:
@@ -324,6 +322,12 @@ def _tool_op_profiles(plan: BatchPlan, text: str) -> tuple[list[OpProfile | None
     """benchmark_model's operator-wise profile of each model (after `_tool_timings` checked the blocks)."""
     blocks = split_tool_results(text)
     return [parse_op_profile(blocks[i][0], name=host.name) for i, host in enumerate(plan.host_paths)], ""
+
+
+def _tool_gpu_delegations(plan: BatchPlan, text: str) -> list[GpuDelegation]:
+    """What the GPU delegate took of each model, from its block of benchmark_model's output."""
+    blocks = split_tool_results(text)
+    return [parse_gpu_delegation(blocks[i][0]) for i in range(len(plan.host_paths))]
 
 
 def _last_line(text: str) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .gpu_delegate import GpuDelegation
+
 
 class AgentError(Exception):
     """A device problem a user can fix (disconnected, unauthorized, missing binary).
@@ -209,6 +211,10 @@ class BatchResult:
     # profile operators, e.g. LiteRT's Python interpreter); empty otherwise
     op_profiles: list[OpProfile | None] = field(default_factory=list)
     op_profile_note: str = ""  # why a profile is None, one line
+    # with `BenchmarkSettings.delegate == "gpu"`: what the GPU delegate took of each model, in
+    # order (parsed from benchmark_model's output; which ops fell back to the CPU), so every LUT
+    # row of a GPU slice says whether it timed GPU alone or GPU + CPU; empty otherwise
+    gpu_delegations: list[GpuDelegation] = field(default_factory=list)
 
 
 class DeviceAgent(Protocol):

@@ -141,19 +141,20 @@ def is_throttled(
     return False
 
 
-def cpu_mask_for_big_cores(max_freqs: dict) -> str:
-    """taskset hex mask (no ``0x``) of the cores with the highest max frequency.
+def fastest_cores(max_freq_khz: dict, threads: int) -> list[int]:
+    """The `threads` cores with the highest ``cpuinfo_max_freq`` (kHz), across clusters; ascending.
 
-    `max_freqs` maps core -> kHz, keys as ints or "cpuN" (e.g. `DeviceState.cpu_max_freq_khz`).
-    ``{"cpu0": 1800000, ..., "cpu4": 2400000, "cpu7": 2400000}`` -> ``"90"``. Pinning to the
-    big cluster is how nn-Meter and TFLite's docs benchmark on big.LITTLE phones.
+    `max_freq_khz` maps core -> kHz, keys as ints or "cpuN" (`DeviceState.cpu_max_freq_khz`).
+    On a three-cluster SoC (Pixel 8: cpu8 2.91 GHz prime, cpu4-7 2.37 GHz, cpu0-3 1.7 GHz)
+    4 threads get the prime core and the three fastest big ones (cpu5-8, mask ``1e0``), not
+    the prime core alone, where 4 threads would share one core. Among cores of one frequency
+    the highest-numbered come first (core 0 takes most interrupts and housekeeping), so
+    1 thread gets the last core of the fastest cluster, as before. Fewer cores than threads:
+    every core. [] when the device printed no frequencies (then the batch runs unpinned).
     """
-    freqs = {int(str(core).removeprefix("cpu")): int(f) for core, f in max_freqs.items()}
-    if not freqs:
-        raise ValueError("no cpu max frequencies to choose big cores from")
-    top = max(freqs.values())
-    mask = sum(1 << core for core, f in freqs.items() if f == top)
-    return format(mask, "x")
+    freqs = {int(str(core).removeprefix("cpu")): int(f) for core, f in max_freq_khz.items()}
+    ranked = sorted(freqs, key=lambda core: (freqs[core], core), reverse=True)
+    return sorted(ranked[:max(1, threads)])
 
 
 def _temperature_c(value: str) -> float | None:

@@ -13,6 +13,19 @@ from sqlite_utils import Database
 
 from .writer import DeviceRecord
 
+#: Where a row of a GPU-delegate slice records what the delegate took of its layer: the key
+#: `gpu_delegation` of `state_after.profiler` (written by `profiler.lut_rows.delegation_record`),
+#: a JSON object with `complete` (false: some ops ran on the CPU; null: the tool's output did not
+#: say), `fallback` (the op kinds left on the CPU), `summary` and op counts. JSON in the row, not
+#: a column: the schema, and every LUT written before, stay as they are.
+GPU_DELEGATION = "gpu_delegation"
+GPU_DELEGATION_JSON = f"$.profiler.{GPU_DELEGATION}"
+#: SQL of a row's `complete` (1, 0 or NULL); NULL for rows without a record or valid JSON.
+GPU_COMPLETE_SQL = (f"(CASE WHEN json_valid(state_after) THEN "
+                    f"json_extract(state_after, '{GPU_DELEGATION_JSON}.complete') END)")
+GPU_RECORDED_SQL = (f"(CASE WHEN json_valid(state_after) THEN "
+                    f"json_type(state_after, '{GPU_DELEGATION_JSON}') END) IS NOT NULL")
+
 
 @dataclass(frozen=True)
 class SliceInfo:
@@ -59,6 +72,37 @@ def slices(db: Database) -> list[SliceInfo]:
         ORDER BY device_id, runtime, runtime_options
     """
     return [SliceInfo(*row) for row in db.execute(sql).fetchall()]
+
+
+@dataclass(frozen=True)
+class GpuFallback:
+    """Rows of one slice that carry a GPU-delegation record, and how many ran partly on the CPU."""
+
+    device_id: str
+    runtime: str
+    runtime_options: str
+    gpu_rows: int  # measured rows with a delegation record
+    cpu_fallback: int  # of them, rows where some ops ran on the CPU (GPU + CPU time mixed)
+    unknown: int  # of them, rows whose tool output did not say
+    fallback_ops: str  # op kinds left on the CPU, comma-separated
+
+
+def gpu_fallback(db: Database) -> list[GpuFallback]:
+    """One entry per slice with GPU-delegation records (`GPU_DELEGATION`), ordered like `slices`."""
+    sql = f"""
+        SELECT device_id, runtime, runtime_options, COUNT(*), COALESCE(SUM({GPU_COMPLETE_SQL} = 0), 0),
+               COALESCE(SUM({GPU_COMPLETE_SQL} IS NULL), 0)
+        FROM measurements WHERE {GPU_RECORDED_SQL}
+        GROUP BY device_id, runtime, runtime_options ORDER BY device_id, runtime, runtime_options
+    """
+    ops_sql = f"""
+        SELECT m.device_id, m.runtime, m.runtime_options, GROUP_CONCAT(DISTINCT j.value)
+        FROM measurements AS m, json_each(CASE WHEN json_valid(m.state_after) THEN m.state_after END,
+                                          '{GPU_DELEGATION_JSON}.fallback') AS j
+        GROUP BY m.device_id, m.runtime, m.runtime_options
+    """
+    ops = {tuple(row[:3]): row[3] for row in db.execute(ops_sql).fetchall()}
+    return [GpuFallback(*row, fallback_ops=ops.get(tuple(row[:3])) or "") for row in db.execute(sql).fetchall()]
 
 
 def space_coverage(db: Database, space: str | None = None) -> list[SpaceCoverage]:

@@ -6,10 +6,11 @@ dict look-ups on `LayerConfig`'s precomputed key. All values are milliseconds.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
-from .coverage import SliceInfo, slices as _slices
+from .coverage import GPU_COMPLETE_SQL, GPU_DELEGATION_JSON, SliceInfo, slices as _slices
 from .errors import MissingLatencyError, UnknownSlice
 from .interpolate import Family, Point, family_key, family_macs, group_by_family, interpolate_family
 from .layer_key import LayerConfig, RuntimeSpec
@@ -35,7 +36,8 @@ class LatencyTable:
     def __init__(self, latencies_ms: Mapping[str, float], *, device_id: str = "", runtime: str = "",
                  runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolated: Iterable[str] = (),
                  calibration_ms: Mapping[str, float] | None = None,
-                 runtime_versions: Iterable[str] = (), interpolate: bool = False, origin: str = "") -> None:
+                 runtime_versions: Iterable[str] = (), interpolate: bool = False, origin: str = "",
+                 cpu_fallback: Mapping[str, Iterable[str]] | None = None) -> None:
         self._ms: dict[str, float] = dict(latencies_ms)
         self.device_id, self.runtime, self.runtime_options = device_id, runtime, runtime_options
         self.interpolated_keys: set[str] = set(interpolated)
@@ -44,6 +46,9 @@ class LatencyTable:
         self.runtime_versions: frozenset[str] = frozenset(runtime_versions)
         self.interpolate = interpolate
         self.origin = origin  # file it came from, for messages
+        # GPU-delegate slices: key -> op kinds left on the CPU, for the rows whose ops partly ran
+        # on the CPU (their latency mixes GPU and CPU time: `fallback_note`)
+        self.cpu_fallback: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (cpu_fallback or {}).items()}
         self._families: dict[Family, dict[Point, float]] | None = None
 
     @classmethod
@@ -61,13 +66,18 @@ class LatencyTable:
                     present = [f"{s.device_id} {s.runtime} {s.runtime_options} ({s.rows} rows)" for s in _slices(db)]
                     raise UnknownSlice(str(path), device_id, runtime, runtime_options, present)
                 calibration = dict(db.execute(f"SELECT name, value_ms FROM calibration {where}", args).fetchall())
+                fallback = {}
+                if "delegate=gpu" in runtime_options.split(";"):  # only GPU rows carry the record
+                    fallback = {key: json.loads(ops or "[]") for key, ops in db.execute(
+                        f"SELECT layer_key, json_extract(state_after, '{GPU_DELEGATION_JSON}.fallback') "
+                        f"FROM measurements {where} AND {GPU_COMPLETE_SQL} = 0", args).fetchall()}
         finally:
             db.close()
         return cls(
             {key: ms for key, ms, _, _ in rows}, device_id=device_id, runtime=runtime,
             runtime_options=runtime_options, calibration_ms=calibration, interpolate=interpolate,
             interpolated=(key for key, _, source, _ in rows if source == "interpolated"),
-            runtime_versions={version for *_, version in rows}, origin=str(path),
+            runtime_versions={version for *_, version in rows}, origin=str(path), cpu_fallback=fallback,
         )
 
     @staticmethod
@@ -102,6 +112,17 @@ class LatencyTable:
             return sum([ms[cfg._key] for cfg in layers], self.overhead_ms)
         except KeyError:
             return sum([self.latency(cfg) for cfg in layers], self.overhead_ms)
+
+    def fallback_note(self, layers: Iterable[LayerConfig], what: str = "this prediction") -> str:
+        """One line when `layers` use rows whose ops partly ran on the CPU under the GPU delegate
+        (their latency is GPU + CPU + the copies between them); "" when none do."""
+        used = {cfg.key for cfg in layers if cfg.key in self.cpu_fallback}
+        if not used:
+            return ""
+        ops = sorted({op for key in used for op in self.cpu_fallback[key]})
+        return (f"warning: {what} uses {len(used)} LUT row(s) of slice {self.device_id} {self.runtime} "
+                f"{self.runtime_options} whose ops partly ran on the CPU ({', '.join(ops) or 'kinds not printed'}): "
+                "GPU and CPU time mixed")
 
     def has(self, cfg: LayerConfig) -> bool:
         """Whether the table holds `cfg` (loaded, or already interpolated by this table)."""

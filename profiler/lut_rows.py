@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from device_agents.contract import BenchmarkSettings, DeviceInfo, ModelTiming
+from device_agents.gpu_delegate import GpuDelegation
+from lut_db.coverage import GPU_DELEGATION
 from lut_db.interpolate import interpolate_layers
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.writer import LutWriter, MeasurementRow
@@ -40,8 +42,10 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
     provenance = {"batch": uuid.uuid4().hex[:12], "overhead_ms": m.overhead_ms,
                   "reference_key": batch.reference.layer.key, "reference_ms": m.reference_ms,
                   "reference_drift_pct": round(m.drift_pct, 3), "repeats": settings.repeats, "attempts": m.attempts}
-    rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings, provenance)
-            for cfg, timing in zip(batch.layers, m.layer_timings)]
+    # GPU slices: what the delegate took of each layer (after the overhead model and the reference)
+    delegations = m.result.gpu_delegations[2:] or [None] * len(batch.layers)
+    rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings, provenance, delegation)
+            for cfg, timing, delegation in zip(batch.layers, m.layer_timings, delegations)]
     writer.write(rows)  # one transaction: the whole batch or nothing
     s.reference = calibrate.update_reference(db, writer, *s.key, s.reference.layer)
     calibrate.update_overhead(db, writer, *s.key)
@@ -51,13 +55,16 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
 
 
 def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: DeviceInfo, rt: RuntimeSpec,
-                 plan: str, settings: BenchmarkSettings, provenance: dict) -> MeasurementRow:
+                 plan: str, settings: BenchmarkSettings, provenance: dict,
+                 delegation: GpuDelegation | None = None) -> MeasurementRow:
     """One measured row, its statistics minus the batch's overhead (ms, clamped at 0).
 
     `info` tags it: `device_id` selects the slice, and the identity it was measured with
     (model, SoC, ABI, OS version, core) goes into `state_after["profiler"]["device"]`, next to
     the governor and frequencies of the states, so a row stays self-describing after a
-    phone's OS update changes its `devices` entry."""
+    phone's OS update changes its `devices` entry. A GPU-delegate row also records what the
+    delegate took of the layer (`state_after["profiler"]["gpu_delegation"]`, `delegation_record`):
+    `lutbuild show`/`verify` count the rows whose ops partly ran on the CPU."""
     def net(ms: float) -> float:
         return max(0.0, ms - m.overhead_ms)
 
@@ -65,6 +72,8 @@ def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: De
     profiler = {**provenance, "device": identity, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms,
                 "raw_p10_ms": t.p10_ms, "raw_p90_ms": t.p90_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
                 "cov": round(t.cov, 5)}
+    if delegation is not None:
+        profiler[GPU_DELEGATION] = delegation_record(delegation)
     state_before, state_after = m.result.state_before, m.result.state_after
     return MeasurementRow(
         layer=cfg, device_id=info.device_id, runtime=rt, n=t.n,
@@ -74,6 +83,12 @@ def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: De
         state_after={**dataclasses.asdict(state_after), "profiler": profiler},
         throttled=bool(state_before.throttled or state_after.throttled),
     )
+
+
+def delegation_record(d: GpuDelegation) -> dict:
+    """The JSON a row stores of its GPU delegation (`lut_db.coverage.GPU_DELEGATION`): `complete`
+    false = some ops ran on the CPU (`fallback`: their kinds), null = the tool's output did not say."""
+    return {**dataclasses.asdict(d), "fallback": list(d.fallback), "summary": d.summary}
 
 
 def interpolate_slice(db: Database, writer: LutWriter, plan: Plan, device_id: str, rt: RuntimeSpec) -> tuple[int, int]:

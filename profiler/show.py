@@ -42,12 +42,16 @@ def show_lut(path: str | Path) -> str:
             calibration = [CalibrationInfo(d, r, o, n, f"{v:.4g}", at) for d, r, o, n, v, at in db.execute(
                 "SELECT device_id, runtime, runtime_options, name, value_ms, measured_at FROM calibration "
                 "ORDER BY device_id, runtime, runtime_options, name").fetchall()]
+            gpu = coverage.gpu_fallback(db)
             generic = [GenericCount(*row) for row in db.execute(
                 "SELECT device_id, runtime, runtime_options, COUNT(*), SUM(source = 'measured') FROM measurements "
                 "WHERE layer_key LIKE ? GROUP BY device_id, runtime, runtime_options "
                 "ORDER BY device_id, runtime, runtime_options", [f"{GENERIC}:%"]).fetchall()]
     finally:
         db.close()
+    # GPU-delegate slices only: a slice never mixes GPU-only and GPU + CPU rows silently
+    gpu_part = ["GPU delegate: measured rows whose ops partly ran on the CPU (cpu_fallback), per GPU slice",
+                coverage.format_table(gpu), ""] if gpu else []
     parts = [
         f"LUT {path}",
         "",
@@ -57,6 +61,7 @@ def show_lut(path: str | Path) -> str:
         "slices (rows per device, runtime and options)",
         coverage.format_table(slices),
         "",
+        *gpu_part,
         "generic operator keys (lutbuild predict), rows per slice",
         coverage.format_table(generic),
         "",

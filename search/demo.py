@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 
 from device_agents.local import LocalAgent
 from lut_db import LatencyTable
+from lut_db.errors import MissingLatencyError
 from profiler.build import BuildOptions, build_lut
 from profiler.export import export_module
 from profiler.predictor import LatencyPredictor
@@ -123,8 +124,27 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         write_report(search_dir, log=log)
     summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "device": device_id, "max_lut_ms": max_ms,
                "target_ms": target, "rows": rows, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    int8 = _int8_prediction(db, space, device_id, cfg.runtime, searched)
+    if int8:
+        summary["int8"] = {"network": "searched (MCD)", **int8}
     _write_summary(out, summary, log)
     return summary
+
+
+def _int8_prediction(db: Path, space: SearchSpace, device_id: str, runtime: str, config: SubnetConfig) -> dict | None:
+    """The searched network's LUT latency (ms) on this device's int8 slice, when the LUT has one
+    (`lutbuild build --quantize int8 --db <out>/lut.sqlite`: the demo never builds it, an int8
+    LUT takes minutes). A look-up per layer, no export or measurement: milliseconds. None
+    without the slice; a note instead of a figure when the slice lacks a key of the network."""
+    options = replace(slice_runtime(runtime), dtype="int8").options
+    if not any((s.device_id, s.runtime, s.runtime_options) == (device_id, runtime, options)
+               for s in LatencyTable.slices(db)):
+        return None
+    try:
+        ms = LatencyPredictor(space, LatencyTable.load(db, device_id, runtime, options), check=False).predict(config)
+    except MissingLatencyError as exc:
+        return {"runtime_options": options, "lut_ms": None, "note": str(exc)}
+    return {"runtime_options": options, "lut_ms": ms}
 
 
 @contextmanager
@@ -232,6 +252,15 @@ def format_table(summary: dict) -> str:
         lines.append(f"| {r['network']} | {r['top1']:.4f} | {r['lut_ms']:.3f} | {r['measured_ms']:.3f} "
                      f"(CoV between rounds {r['measured_cov']:.1%}) | {r['error_pct']:+.1f}% | {r['macs_m']:.2f} | "
                      f"{r['depth']:.2f} |")
+    int8 = summary.get("int8")
+    searched = next((r for r in summary["rows"] if int8 and r["network"] == int8["network"]), None)
+    if searched and int8.get("lut_ms") is not None:
+        lines += ["", f"{searched['network']} on the int8 LUT slice ({int8['runtime_options']}): "
+                      f"{int8['lut_ms']:.3f} ms LUT-predicted vs {searched['lut_ms']:.3f} ms float32 "
+                      f"(x{int8['lut_ms'] / searched['lut_ms']:.2f}; searched for float32)"]
+    elif searched:
+        lines += ["", f"int8 LUT slice ({int8['runtime_options']}) has no figure for {searched['network']}: "
+                      f"{int8['note']}"]
     lines.append("")
     lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
     return "\n".join(lines)

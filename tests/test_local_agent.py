@@ -12,7 +12,7 @@ import pytest
 from device_agents import local
 from device_agents.device_state import (
     STATE_COMMAND,
-    cpu_mask_for_big_cores,
+    fastest_cores,
     parse_state_output,
     read_state,
 )
@@ -259,7 +259,7 @@ def test_parse_state_output_of_the_shell_one_liner():
     assert s.temperatures_c == {"cpu-0-0-usr": 48.2, "battery": 29.8}
     assert s.cpu_freq_khz == {"cpu0": 1785600, "cpu7": 2841600}
     assert s.governor == "schedutil,performance" and not s.throttled
-    assert cpu_mask_for_big_cores(s.cpu_max_freq_khz) == "80"
+    assert fastest_cores(s.cpu_max_freq_khz, 1) == [7]
     assert parse_state_output("") == DeviceState()
 
 
@@ -276,12 +276,12 @@ def test_state_command_runs_under_sh_and_round_trips(tmp_path):
     assert s == read_state(str(tmp_path))
 
 
-def test_cpu_mask_for_big_cores():
-    assert cpu_mask_for_big_cores({0: 1800000, 1: 1800000, 4: 2400000, 7: 2400000}) == "90"
-    assert cpu_mask_for_big_cores({"cpu0": 1, "cpu1": 1}) == "3"
-    assert cpu_mask_for_big_cores({"cpu8": 3}) == "100"
-    with pytest.raises(ValueError):
-        cpu_mask_for_big_cores({})
+def test_fastest_cores_rank_by_max_frequency_then_high_core_numbers():
+    assert fastest_cores({0: 1800000, 1: 1800000, 4: 2400000, 7: 2400000}, 2) == [4, 7]
+    assert fastest_cores({0: 1800000, 1: 1800000, 4: 2400000, 7: 2400000}, 3) == [1, 4, 7]
+    assert fastest_cores({"cpu0": 1, "cpu1": 1}, 1) == [1]
+    assert fastest_cores({"cpu8": 3}, 4) == [8]
+    assert fastest_cores({}, 1) == []
 
 
 def test_pick_core_prefers_fast_cores_then_high_numbers(tmp_path):

@@ -70,6 +70,9 @@ def prepare(request: SearchRequest, log: Callable[[str], None] = print, check_ou
     needs_lut = request.target_latency_ms is not None and request.metric == "lut"
     if needs_lut or request.db is not None:
         table = _load_table(request, space)
+        note = table.fallback_note(space.all_layer_configs(), f"the LUT latency of space {space.name}")
+        if note:  # a GPU slice whose rows partly ran on the CPU: say so once, search on
+            log(note)
     constraints: list[Constraint] = []
     report: list[Metric] = []
     lut_metric = LutLatencyMetric(space, table) if table is not None else None
