@@ -196,9 +196,11 @@ def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, j
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a predicted-vs-measured PNG here")
+@click.option("--op-profile", is_flag=True,
+              help="also profile each network per operator: every layer's time inside it next to its LUT row")
 def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, jobs, cache_dir, quiet, device, binary,
            runner, transport, key_path, auth_timeout_s, samples, seed, rounds, interpolate, json_path,
-           plot_path) -> None:
+           plot_path, op_profile) -> None:
     """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
     space = resolve_space(space)
     agent = open_agent(device, runtime,
@@ -206,7 +208,7 @@ def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, 
     try:
         options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, dtype=quantize,
                                 gpu_precision_loss=gpu_precision_loss, rounds=rounds,
-                                jobs=jobs, cache_dir=cache_dir, interpolate=interpolate)
+                                jobs=jobs, cache_dir=cache_dir, interpolate=interpolate, op_profile=op_profile)
         report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
     finally:
         agent.close()

@@ -13,6 +13,10 @@ Measurement protocol: `rounds` benchmark processes, each timing every network wi
 Each round also times the slice's reference layer, so the report says how far the machine
 drifted since the LUT was built. Noise is reported as the coefficient of variation (CoV)
 of the per-round medians (between processes) and of the runs (within a process).
+
+With `op_profile`, one more pass after the rounds profiles every network per operator and
+joins each layer's in-network time to its LUT row (`verify_ops.py`, `op_join.py`); the
+rounds, and so every figure above, stay unprofiled.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,10 +41,12 @@ from . import calibrate
 from .agents import device_label
 from .errors import ProfilerError
 from .export import ModelCache
+from .op_join import op_profile_refusal
 from .plan import batches
 from .predictor import LatencyPredictor
 from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, check_agent_delegate, slice_runtime
 from .spaces import resolve_space
+from .verify_ops import profile_networks
 from .verify_report import (HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
                             ReferenceCalibration, SliceCoverage, VerifyReport, error_stats, mac_proxy)
 
@@ -59,6 +65,7 @@ class VerifyOptions:
     jobs: int = 2  # export workers
     cache_dir: Path = DEFAULT_CACHE_DIR
     interpolate: bool = False  # estimate keys missing from the LUT (and say how many)
+    op_profile: bool = False  # one more, profiled pass: each layer's time inside the network next to its row
     settings: dict = field(default_factory=dict)  # BenchmarkSettings overrides
 
 
@@ -136,10 +143,18 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
     configs = draw_subnets(target.space, options.samples, options.seed)
     predicted = [target.predictor.predict(c) for c in configs]
     coverage = plan_summary(db_path, target.space, target.info.device_id, runtime, target.rt.options)
+    coverage = replace(coverage, cpu_fallback=len({c.key for c in target.space.all_layer_configs()}
+                                                  & target.table.cpu_fallback.keys()))
     settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
                                   **{"gpu_precision_loss": options.gpu_precision_loss, **options.settings})
     timings = _measure_networks(agent, target.space, configs, coverage.reference, settings, options, progress)
-    return _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
+    report = _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
+    if options.op_profile:  # after the timed rounds, which stay unprofiled (verify_ops.py)
+        overhead = report.overhead_ms.now if report.overhead_ms.now is not None else report.overhead_ms.lut
+        ops = profile_networks(agent, target.space, target.table, configs,
+                               [s.measured_ms - overhead for s in report.samples], settings, options, progress)
+        report = replace(report, op_profile=ops, wall_s=time.monotonic() - start)
+    return report
 
 
 def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) -> _Target:
@@ -147,6 +162,8 @@ def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) ->
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
                   gpu_precision_loss=options.gpu_precision_loss)
+    if options.op_profile and op_profile_refusal(runtime, agent):
+        raise ProfilerError(op_profile_refusal(runtime, agent))
     if options.samples < 2:
         raise ProfilerError(f"--samples: expected at least 2 networks, got {options.samples}")
     info = agent.info()
@@ -205,9 +222,13 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
     macs = [space.macs(c) for c in configs]
     proxy, fit = mac_proxy(macs, measured)
     between = [statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 else 0.0 for v in timings.per_round]
+    layers = [space.layer_configs(c) for c in configs]
+    fallback = [i for i, net in enumerate(layers) if any(cfg.key in target.table.cpu_fallback for cfg in net)]
+    note = target.table.fallback_note((cfg for i in fallback for cfg in layers[i]),
+                                      f"the LUT prediction of {len(fallback)} of the {len(configs)} networks")
     samples = [NetworkSample(
         index=i, kind="max" if i == 0 else "min" if i == 1 else "random", subnet=cfg.to_dict(),
-        macs=int(macs[i]), layers=len(space.layer_configs(cfg)), measured_ms=measured[i],
+        macs=int(macs[i]), layers=len(layers[i]), measured_ms=measured[i],
         round_medians_ms=timings.per_round[i], predicted_ms=predicted[i],
         error_pct=100 * (predicted[i] / measured[i] - 1), mac_proxy_ms=float(proxy[i]),
         mac_proxy_error_pct=float(100 * (proxy[i] / measured[i] - 1)), cov_between_rounds_pct=100 * between[i],
@@ -223,7 +244,8 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
         protocol=MeasureProtocol(options.rounds, options.repeats, settings.warmup_runs, settings.min_runs,
                                  settings.min_seconds, options.interpolate),
         host=HostInfo(platform.python_version(), platform.machine()),
-        wall_s=time.monotonic() - start, samples=samples)
+        wall_s=time.monotonic() - start, samples=samples, cpu_fallback_networks=len(fallback),
+        cpu_fallback_note=note)
 
 
 def _noise(between: list[float], samples: list[NetworkSample], reference_ms: list[float],

@@ -15,6 +15,8 @@ from scipy.stats import spearmanr
 
 from device_agents.contract import DeviceInfo
 
+from .op_join import OpJoinReport, format_op_join
+
 
 @dataclass(frozen=True)
 class ErrorStats:
@@ -101,6 +103,7 @@ class SliceCoverage:
     interpolated: int
     missing: int
     reference: ReferenceCalibration | None
+    cpu_fallback: int = 0  # GPU-delegate slices: keys of the space whose rows partly ran on the CPU
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class VerifyReport:
     host: HostInfo
     wall_s: float
     samples: list[NetworkSample]
+    cpu_fallback_networks: int = 0  # GPU-delegate slices: networks predicted with rows that partly ran on the CPU
+    cpu_fallback_note: str = ""  # the one-line warning about them ("" when none)
+    op_profile: OpJoinReport | None = None  # `verify --op-profile`: per-layer times inside the networks
 
     def to_json_dict(self) -> dict:
         """The `--json` document (keys in this order, the LUT's error stats at the top level)."""
@@ -195,6 +201,8 @@ class VerifyReport:
             "host": dataclasses.asdict(self.host),
             "wall_s": self.wall_s,
             "samples": [dataclasses.asdict(s) for s in self.samples],
+            "cpu_fallback_networks": self.cpu_fallback_networks,
+            **({} if self.op_profile is None else {"op_profile": self.op_profile.to_json_dict()}),
         }
 
 
@@ -214,4 +222,8 @@ def format_report(report: VerifyReport) -> str:
                  f"(max {noise.cov_between_rounds_pct_max:.2f}%), within a round {noise.cov_runs_pct_median:.1f}%; "
                  f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
                  f"overhead {report.overhead_ms.lut:.4f} ms in LUT")
+    if report.cpu_fallback_note:
+        lines.append(report.cpu_fallback_note)
+    if report.op_profile is not None:
+        lines.append(format_op_join(report.op_profile, report.samples))
     return "\n".join(lines)
