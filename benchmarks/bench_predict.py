@@ -3,12 +3,15 @@
     .venv/bin/pip install --no-deps geffnet          # NOT a dependency of the package or its tests
     .venv/bin/python -m benchmarks.bench_predict --quick     # mobilenetv3_large_100 at 128 px, TFLite
     .venv/bin/python -m benchmarks.bench_predict             # the six geffnet models at 224 px, TFLite + ONNX
+    .venv/bin/python -m benchmarks.bench_predict --same-batch   # + the model's LUT layer files in its batches
 
 For each model and runtime: `predict_model` with `measure_missing` on this host
 (`--device local`) fills a benchmark LUT (`<workdir>/lut.sqlite`, resumable), then the
 whole model is exported (the profiler's exporter, same I/O convention as the LUT rows) and
 measured on this host `--rounds` times (median of the per-round medians, raw: it includes
-the per-invoke overhead the prediction adds once). Reported: predicted and measured ms, the
+the per-invoke overhead the prediction adds once; with `--same-batch`, the model's own LUT
+layer files are timed in the same runner batches and their sum is a second, same-state
+reference: docs/predict.md, "Why the LUT sum misses"). Reported: predicted and measured ms, the
 error, the share of the predicted latency from generic keys, and the wall time of a predict
 with the LUT warm (from the exported .onnx file, in process; the CLI adds ~3-8 s of Python
 imports). Writes `benchmarks/results/bench_predict-<date>.json` (machine, versions, settings).
@@ -31,7 +34,11 @@ import torch  # noqa: E402
 
 from benchmarks.bench_lut import machine, versions  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
+from lut_db.layer_key import GenericKey  # noqa: E402
 from profiler.export import ModelCache, export_module  # noqa: E402
+from profiler.generic_ops import export_generic  # noqa: E402
+from profiler.graph_keys import map_graph  # noqa: E402
+from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import PredictOptions, predict_model  # noqa: E402
 from profiler.runtimes import benchmark_settings  # noqa: E402
 
@@ -54,20 +61,55 @@ def native_activations() -> None:
     add_override_act_fn("hard_sigmoid", torch.nn.functional.hardsigmoid)
 
 
-def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int) -> dict:
-    """Raw median ms of the whole model on this host (median over `rounds` benchmark processes)."""
+def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=()) -> dict:
+    """Raw median ms of the whole model on this host (median over `rounds` benchmark processes).
+
+    With `layer_files` (the model's own LUT layer models, one per layer of the breakdown,
+    repeats allowed), each process times them in the SAME batch as the whole model
+    (interleaved passes), and `layers_now_ms` is their sum (each minus the batch's overhead,
+    as a LUT row): a prediction measured under the host's state of that moment. This VM's
+    cores switch for seconds to minutes into a state ~1.4x slower (docs/predict.md, "Why the
+    LUT sum misses"), so a whole model measured minutes after its LUT rows can be in the
+    other state; the same-batch ratio is not."""
     agent = open_agent("local", runtime)
+    distinct = list(dict.fromkeys(layer_files))
     try:
         settings = benchmark_settings(runtime, threads=1, repeats=3)
-        medians, covs = [], []
+        medians, covs, sums = [], [], []
         for _ in range(rounds):
-            result = agent.benchmark([cache.overhead(), model_path], settings)
+            result = agent.benchmark([cache.overhead(), model_path, *distinct], settings)
+            overhead = result.timings[0].median_ms
             medians.append(result.timings[1].median_ms)
             covs.append(result.timings[1].cov)
+            if distinct:
+                ms = {f: t.median_ms - overhead for f, t in zip(distinct, result.timings[2:])}
+                sums.append(sum(ms[f] for f in layer_files) + overhead)
     finally:
         agent.close()
-    return {"median_ms": statistics.median(medians), "round_medians_ms": medians,
-            "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs}
+    out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
+           "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs}
+    if sums:
+        out |= {"layers_now_ms": statistics.median(sums), "round_layers_now_ms": sums,
+                "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)]}
+    return out
+
+
+def same_batch_files(model_path: Path, runtime: str, cache: ModelCache) -> list[Path]:
+    """The LUT layer file of every line of `model_path`'s breakdown, in order (repeats kept):
+    ours from the model cache (exported when missing), generic keys' one-operator models
+    where `predict --measure-missing` put them (exported when missing)."""
+    keys = [m.key for m in map_graph(load_model(str(model_path))).layers]
+    ours = iter(cache.layers([k for k in keys if not isinstance(k, GenericKey)]))
+    files = []
+    for key in keys:
+        if isinstance(key, GenericKey):
+            path = cache.layer_path(key)
+            if not path.exists():
+                export_generic(key, runtime, path)
+            files.append(path)
+        else:
+            files.append(next(ours))
+    return files
 
 
 def bench_model(name: str, runtime: str, px: int, args) -> dict:
@@ -92,8 +134,12 @@ def bench_model(name: str, runtime: str, px: int, args) -> dict:
     warm = predict_model(str(onnx_path), work / "lut.sqlite", warm_opts)
     warm_s = time.monotonic() - t0
     with ModelCache(work / "cache", runtime, jobs=1) as cache:
-        measured = measure_whole(path, runtime, cache, args.rounds)
+        layer_files = same_batch_files(onnx_path, runtime, cache) if args.same_batch else []
+        measured = measure_whole(path, runtime, cache, args.rounds, layer_files)
     error = 100 * (warm.total_ms / measured["median_ms"] - 1)
+    if "layers_now_ms" in measured:
+        measured["error_vs_layers_now_pct"] = 100 * (statistics.median(
+            1 / r for r in measured["round_ratio_whole_to_layers"]) - 1)
     return {"model": name, "runtime": runtime, "px": px, "predicted_ms": warm.total_ms,
             "measured_ms": measured["median_ms"], "error_pct": error, "generic_share": warm.generic_share,
             "layers": len(warm.layers) - 1, "counts": warm.counts(), "keys_measured_now": filled.measured_now,
@@ -110,6 +156,9 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default=str(Path("~/.cache/netadaptv2/bench_predict").expanduser()),
                         help="benchmark LUT and exported models (resumable)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--same-batch", action="store_true",
+                        help="also time the model's LUT layer files in the whole model's batches: the "
+                             "error against layers measured under the same host state")
     args = parser.parse_args(argv)
     models, runtimes, px = args.models.split(","), args.runtimes.split(","), args.px
     if args.quick:
@@ -121,10 +170,12 @@ def main(argv=None) -> None:
     native_activations()
     rows = [bench_model(m, r, px, args) for m in models for r in runtimes]
     print(f"\n{'model':24} {'runtime':7} {'px':>4} {'predicted ms':>12} {'measured ms':>11} {'error':>7} "
-          f"{'generic':>8} {'warm predict s':>14}")
+          f"{'generic':>8} {'warm predict s':>14} {'same-batch error':>16}")
     for r in rows:
+        same = r["measured"].get("error_vs_layers_now_pct")
+        same = "-" if same is None else f"{same:+.1f}%"
         print(f"{r['model']:24} {r['runtime']:7} {r['px']:>4} {r['predicted_ms']:>12.3f} {r['measured_ms']:>11.3f} "
-              f"{r['error_pct']:>+6.1f}% {100 * r['generic_share']:>7.1f}% {r['warm_predict_s']:>14.2f}")
+              f"{r['error_pct']:>+6.1f}% {100 * r['generic_share']:>7.1f}% {r['warm_predict_s']:>14.2f} {same:>16}")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"
