@@ -1,69 +1,76 @@
-"""Search ablations at small scale (mbv3-tiny, built-in data), side by side in one run, over seeds.
+"""Search benchmarks at convergence: train once, search k latency targets, over seeds (CPU).
 
-    .venv/bin/python -m benchmarks.bench_search                # default scale, 3 seeds (~20-25 min, 2 cores)
-    .venv/bin/python -m benchmarks.bench_search --quick        # smoke scale (< 3 min; figures meaningless)
+    .venv/bin/python -m benchmarks.bench_search                        # mbv3-tiny, default scale
+    .venv/bin/python -m benchmarks.bench_search --space fastdepth-tiny # the same protocol for depth
+    .venv/bin/python -m benchmarks.bench_search --quick                # smoke scale (< 4 min; figures meaningless)
     .venv/bin/python -m benchmarks.bench_search --db lut.sqlite [--device ID] [--seeds 3] [--epochs N]
 
-Training: by default the super-network and the plain max network are trained once (seed 0,
-`--epochs`, 4: below ~3 epochs both sit near chance on `builtin`) and shared by every search
-seed, so the spread over seeds is the search's and the fine-tune's; `--train-per-seed` trains
-both per seed (2 x 4 epochs per seed do not fit 25 CPU minutes on 2 cores). Each method's
-total time counts its own training once per search.
+Runtime on this project's 2-core Xeon VM (1 torch thread), measured per phase on 2026-12-01
+with 4-7 other jobs running (`--epochs 1 --seeds 1 --ablation-seeds 1`: 874 s for mbv3-tiny)
+and scaled to the defaults: mbv3-tiny (E = 5) ~51 min loaded, ~43 min on a quiet host;
+fastdepth-tiny (E = 10, 5 ablation seeds) ~38 min loaded (its `--epochs 1 --seeds 1
+--ablation-seeds 1` run: 431 s; see `EPOCH_SECONDS` and the cost model below). A LUT built
+on the first run of a fresh clone adds its own build time (recorded apart, not in either
+method's time). The cost model (wall s, loaded host): training 2 x E x 50 (OD and plain);
+from scratch 6 x E x ~23 (smaller networks, plain training); per seed ~470 (MCD chain 67,
+V1 for 3 targets 227, random baselines 71, 12 fine-tunes 80, evaluations ~25); per
+ablation seed ~140 (4 MCD runs with landing).
 
-Per seed s (the searches' random draws and the fine-tune's data order derive from s):
+Protocol (every setting lands in the JSON; `BenchConfig` says why each default is what it is):
 
-1. **Search time** to one latency target (`--target-fraction` of the max network's latency):
-   - *SN + OD + MCD* (NetAdaptV2): train the OD super-network (`search.train.train`,
-     `--epochs`), then MCD (`run_mcd`, J candidates shrinking L layers, each scored by
-     `SupernetScorer`: sliced, BN recalibrated, top-1 on the held-out split).
-     Time = super-network training + MCD.
-   - *NetAdapt V1* (no super-network): train the max network plainly for the same epochs
-     (the same `train()` loop with every image at the max network: V1 needs a trained start),
-     then `baselines.netadapt_v1`: one proposal per width per iteration, each short-fine-tuned
-     (`--v1-steps`) from the current weights and scored on the same held-out split.
-     Time = plain training + V1's loop.
-   Each runs its own default reduction schedule: MCD 5 % of the start network per iteration
-   (`--initial-reduction`, L layers share a step), V1 2.5 % (`--v1-initial-reduction`, one
-   layer per step), both decaying 0.96 to the target. Reported: wall and CPU seconds of each
-   phase, networks evaluated, held-out score,
-   val top-1 with the search's weights and after the same short fine-tune (`--finetune-steps`,
-   not counted in either search time). The final fine-tune is identical for both.
-2. **CBC x MCD** (2x2, same super-network): MCD with L=3 (multi-layer) vs L=1 (single-layer
-   coordinate descent), CBC on (residual widths may reach 0: the block is removed) vs off (a
-   view of the space without the 0 choices, so candidates never remove a block). Accuracy at
-   the same latency target: held-out score (what MCD maximised) and val top-1 with
-   super-network weights (BN recalibrated; never seen by any search).
-3. **Searched vs baselines** at the same latency: `uniform_baseline` (largest width
-   multiplier meeting the target) and `random_baseline` (as many random networks as MCD
-   scored): held-out score, val top-1 with super-network weights and after the same fine-tune.
-4. **Throughput**: LUT whole-network predictions/s (`bench_lut.predictions_per_second`),
-   candidates scored/s (`SupernetScorer` with contiguous vs channels-last candidates, the
-   searches here use; same scores), training images/s OD vs plain (`bench_supernet.bench_training`
-   interleaved, and the images/s the two trainings above logged), 1 vs 2 torch threads.
+0. **LUT** (the constraint; never MACs unless `--metric macs` is asked): `--db`, else the first
+   default path holding a complete slice of this space for this host (`DEFAULT_DBS`), else
+   `bench_lut_source.ensure_lut` builds (resumably) this host's TFLite LUT of the space into
+   ``<workdir>/lut-<space>-tflite.sqlite``; its build time is recorded on its own.
+1. **Training once, the same E epochs for both** (seed 0, shared by every search seed: the
+   spread over seeds is the searches' and the fine-tunes', not training's):
+   the OD super-network with `search.train.train`'s defaults (classification: grouped OD, SGD
+   lr 0.2 per 128 images, 2 max-only warm-up epochs, the task's batch; depth: the task's
+   AdamW per-image OD recipe), and the plain max network (the same `train()` with every image
+   at the max network: NetAdapt V1 needs a trained start).
+2. **k latency targets** (`--fractions`, descending, of the max network's LUT latency).
+   *SN + OD + MCD*: ONE multi-target trajectory per seed with landing on: `run_mcd` per
+   target, each continuing from the previous target's landed network with the chain's
+   schedule origin (`ScheduleOrigin`), the public call `search.mcd.targets.search_targets`
+   makes. *NetAdapt V1* (`baselines.netadapt_v1`): searched once PER TARGET from the plain
+   max network (V1 pays per target). Time of each method for k targets = its training + its
+   searches (wall and CPU seconds); the report gives V1 total / SN total per seed.
+3. **Accuracy at each target after the same final fine-tune** (`final_eval`: BN recalibrated,
+   `--finetune-steps` steps of the task's own fine-tune, the task's val metrics: top-1;
+   depth RMSE and δ1, score = `task.score`), per seed 0..S-1 (seeds vary the search draws
+   and the fine-tune's data order). Baselines with super-network weights, fine-tuned the same
+   way: the uniform width multiplier (`uniform_baseline`) and the fair random search
+   (`random_baseline`: draws repaired into the 2 % band, the budget MCD's chain scored to
+   reach that target, as `targets.py` gives it). Paired differences (MCD - V1, - uniform,
+   - random, - each scratch baseline) with 95 % t-intervals over seeds (`paired_stats`).
+4. **From scratch** (`search.scratch.train_from_scratch`, the same E epochs and recipe, seed 0):
+   at each target the uniform width multiplier network and the searched architecture itself
+   (seed 0's config; `--scratch-seeds` more). No extra fine-tune (trained to the end of their
+   own schedule). Their val figures stand beside the searched network's; being trained once,
+   the interval of "MCD - scratch" holds only MCD's spread over seeds.
+5. **CBC on/off x L = 3 / 1** at the middle target, landing on, fresh MCD runs from the max
+   network on `--ablation-seeds` seeds (no training: cheap). CBC off = `cbc_off_view`
+   (every residual block computes its whole stream: no removal, no partial bypass; the JSON
+   records that every config it produced kept out == in). Gains CBC on - off (L = 3) and
+   L3 - L1 (CBC on) with their 95 % intervals at the held-out score and the val score with
+   super-network weights; the table says whether an interval resolves 0.5 points.
+6. **Throughput** (`--throughput`, off by default: it costs ~2 min): LUT predictions/s,
+   candidates scored/s, training images/s.
 
-Latency: the LUT of `--db` (or `demo_out/lut.sqlite`, or bench_lut's
-`runs/bench_lut/mbv3-tiny-tflite-full.sqlite`), slice of this host's local device (or
-`--device`). Without a LUT the constraint falls back to MACs (`MacsMetric`) and the output and
-JSON say so; latencies are never synthesised.
-
-Threads: `--threads 1` (default) pins torch to one intra-op thread: on this shared 2-core
-host, depthwise convolutions ran 2-3x faster per step than with 2 threads (the throughput
-part re-measures it). Wall time on a loaded host is noisy, so CPU seconds (process time) are
+Threads: `--threads 1` (default): on the shared 2-core host depthwise convolutions ran 2-3x
+faster per step than with 2 threads. Wall time on a loaded host is noisy, so CPU seconds are
 recorded next to every wall time.
 
-Prints the tables and writes `benchmarks/results/bench_search-<date>.json` (machine,
-versions, date, every setting and per-seed figure).
+Prints the tables and writes `benchmarks/results/bench_search-<space>-<date>.json` (machine
+with CPU model, versions, date, every setting, per-seed figures, the summary).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
-import math
 import os
 import random
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -75,56 +82,97 @@ if __package__ in (None, ""):  # `python benchmarks/bench_search.py`
 
 import torch  # noqa: E402
 
+from benchmarks.bench_lut import machine, predictions_per_second, versions  # noqa: E402
+from benchmarks.bench_lut_source import ensure_lut  # noqa: E402
+from benchmarks.bench_search_tables import table_lines  # noqa: E402
+from benchmarks.cbc_off_view import computes_whole_stream, no_removal_view  # noqa: E402
+from benchmarks.paired_stats import paired, resolves, t_interval  # noqa: E402
+from device_agents.local import LocalAgent  # noqa: E402
+from lut_db import DEFAULT_RUNTIME_OPTIONS, LatencyTable  # noqa: E402
+from profiler.predictor import LatencyPredictor  # noqa: E402
+from search.checkpoint import load_supernet  # noqa: E402
+from search.data import make_loader  # noqa: E402
+from search.errors import SearchError  # noqa: E402
+from search.evaluate import recalibrate_bn  # noqa: E402
+from search.finetune import FinetuneConfig  # noqa: E402
+from search.mcd import (Constraint, LutLatencyMetric, MacsMetric, MCDConfig, ReductionSchedule,  # noqa: E402
+                        ScheduleOrigin, SupernetScorer, read_history, run_mcd)
+from search.mcd.baselines import netadapt_v1, random_baseline, uniform_baseline  # noqa: E402
+from search.mcd.landing import LAND_TOLERANCE  # noqa: E402
+from search.scratch import train_from_scratch  # noqa: E402
+from search.spaces import get_space  # noqa: E402
+from search.spaces.space import SubnetConfig  # noqa: E402
+from search.tasks import task_of  # noqa: E402
+from search.train import TrainConfig, train  # noqa: E402
+
+
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_DBS = ("demo_out/lut.sqlite", "runs/bench_lut/mbv3-tiny-tflite-full.sqlite")
+#: LUTs looked for before building one (the first with a complete slice of the space for this host wins)
+DEFAULT_DBS = {"mbv3-tiny": ("demo_out/lut.sqlite", "runs/bench_lut/mbv3-tiny-tflite-full.sqlite")}
+SPACES = ("mbv3-tiny", "fastdepth-tiny")
+#: Wall seconds per training epoch measured on this project's 2-core VM, 1 torch thread, 4-7 other jobs
+#: running (CPU seconds ~0.6x), for sizing the defaults: mbv3-tiny builtin (70 steps of 128), OD and plain
+#: max network ~50 (CPU ~30), a scratch network ~12-33 by size; fastdepth-tiny builtin-depth (250 steps of
+#: 8) ~15-18 (CPU ~15; 8-9 on a quiet host, docs/depth.md).
+EPOCH_SECONDS = {"mbv3-tiny": {"od": 50, "plain": 50, "scratch": 23}, "fastdepth-tiny": {"od": 18, "plain": 15}}
+
+# Per-space defaults of the fields left None in BenchConfig: the depth task trains on batches of 8
+# (250 steps an epoch), so its fine-tunes and V1's proposal fine-tunes take more (cheaper) steps.
+SPACE_DEFAULTS = {
+    "mbv3-tiny": dict(epochs=5, finetune_steps=20, v1_steps=3, holdout_size=500, calib_batches=1),
+    "fastdepth-tiny": dict(epochs=10, finetune_steps=100, v1_steps=10, holdout_size=None, calib_batches=8,
+                           fractions=(0.8, 0.65, 0.5), ablation_seeds=5),
+}
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Every setting of a run (all recorded in the JSON). Defaults: the default scale."""
+    """Every setting of a run (all recorded in the JSON). None: the space's default (SPACE_DEFAULTS)."""
 
     space: str = "mbv3-tiny"
-    seeds: int = 3  # mean +- std over seeds 0..seeds-1 (search, fine-tune and, with train_per_seed, training)
-    epochs: int = 4  # super-network and plain training epochs (the same for both); at 1 epoch both sit at
-    # chance on `builtin` (val ~0.10), at 4 the max network reaches ~0.35 (runs/demo_h200 log: 0.11, 0.21, 0.30, 0.36)
-    train_per_seed: bool = False  # False: one super-network + one plain network (seed 0) shared by every search
-    # seed: training 2 x 4 epochs per seed does not fit the 25-minute CPU budget
-    steps_per_epoch: int | None = None  # cap (None: whole epoch, 70 steps of 128 on `builtin`)
-    batch_size: int = 128  # training, fine-tunes, BN calibration batches
-    per_image_kernels: bool = False  # OD kernels per batch: ~1.06x plain step time on CPU (per image: ~1.5x)
-    target_fraction: float = 0.5  # latency target = this x the max network's
-    candidates: int = 4  # J (docs default 16, demo 8): each costs one scoring; 4 keeps 3 seeds x 5 searches in budget
-    layers: int = 3  # L of the MCD runs (the 2x2 also runs L=1)
-    land: bool = False  # MCD's landing phase (search/mcd/landing.py) in every MCD run (--land). Off until the
-    # CBC-off view (`no_removal_view`) also forbids partial CBC widths: the landing's width trades reach them
-    initial_reduction: float = 0.05  # MCD's schedule (its defaults): 50 % of the max network in ~10-13 iterations
+    seeds: int = 3  # search + fine-tune seeds 0..seeds-1 (training is shared, seed 0)
+    epochs: int | None = None  # super-network, plain max network and every scratch network (the same E);
+    # mbv3-tiny 6: 8 trainings (SN, plain, 2 x 3 scratch) + searches fit 55 min; the max network is at
+    # ~0.6 val top-1 there (0.75 at 10 epochs, the demo's); fastdepth-tiny 10 (~9 s each)
+    steps_per_epoch: int | None = None  # cap (None: whole epoch)
+    batch_size: int | None = None  # None: the task's (classification 128, depth 8), training and fine-tunes
+    fractions: tuple[float, ...] = (0.75, 0.55, 0.40)  # latency targets, x the max network's, descending;
+    # fastdepth-tiny (0.8, 0.65, 0.5): with kernels at max its uniform multiplier bottoms out near 44 %, and
+    # V1 only narrows widths, so lower targets would leave two baselines without a network
+    candidates: int = 6  # J: each costs one scoring (~0.4 s on mbv3-tiny); 6 keeps 3 seeds x (chain +
+    # random baselines + 4 ablation runs) in budget (docs default 16)
+    layers: int = 3  # L of MCD (the ablation also runs L=1)
+    land_budget: int = 30  # landing candidates per target (5 steps at J=6; the docs measured <= 47 at J=16)
+    initial_reduction: float = 0.05  # MCD's schedule (its defaults)
     decay: float = 0.96
     min_reduction: float = 0.005
     v1_initial_reduction: float = 0.025  # V1's own schedule (its public code), as `netadapt_v1` defaults
     v1_min_reduction: float = 0.005
-    holdout_size: int = 500  # held-out images scoring each candidate (MCD, random, uniform, V1)
-    calib_batches: int = 1  # BN recalibration batches per candidate (x batch_size images)
-    v1_steps: int = 3  # V1's short fine-tune per proposal (SGD, lr 0.01, batch `batch_size`)
-    finetune_steps: int = 20  # the same final fine-tune for every compared network (lr 0.02, cosine)
-    finetune_bn_batches: int = 4  # BN recalibration before the final fine-tune / val evaluation
-    val_batches: int | None = 4  # val batches of 256 for the final figures (None: all 2,000 images)
+    holdout_size: int | None = None  # held-out images scoring candidates (None: the whole held-out split)
+    calib_batches: int | None = None  # BN recalibration batches per candidate (~128 images)
+    v1_steps: int | None = None  # V1's short fine-tune per proposal (the task's optimiser and proposal LR)
+    finetune_steps: int | None = None  # the same final fine-tune for every compared network (task's LR)
+    finetune_bn_batches: int = 4  # BN recalibration before the val figures of super-network weights
+    val_batches: int | None = None  # val batches for the final figures (None: the whole val split)
     train_val_batches: int = 2  # validation inside train() after each epoch (cheap; same for both)
+    scratch_seeds: int = 1  # searched configs of seeds 0..n-1 trained from scratch per target
+    ablation_seeds: int = 3  # seeds of the CBC x L 2x2 (4 MCD runs each, no training)
+    metric: str = "latency"  # latency (a LUT, required) | macs (explicitly asked for)
     threads: int = 1
-    throughput: bool = True
+    throughput: bool = False
     quick: bool = False
 
-    def schedule(self):
-        from search.mcd.schedule import ReductionSchedule
+    def schedule(self) -> ReductionSchedule:
         return ReductionSchedule(self.initial_reduction, self.decay, self.min_reduction)
 
-    def v1_schedule(self):
-        from search.mcd.schedule import ReductionSchedule
+    def v1_schedule(self) -> ReductionSchedule:
         return ReductionSchedule(self.v1_initial_reduction, self.decay, self.v1_min_reduction)
 
 
-QUICK = dict(seeds=2, epochs=1, steps_per_epoch=4, batch_size=32, candidates=3, initial_reduction=0.1,
-             min_reduction=0.02, holdout_size=64, calib_batches=1, v1_steps=1, finetune_steps=2,
-             finetune_bn_batches=1, val_batches=1, train_val_batches=1, quick=True)
+QUICK = dict(seeds=2, epochs=1, steps_per_epoch=3, candidates=4, land_budget=32,
+             v1_initial_reduction=0.1, holdout_size=32, calib_batches=1, v1_steps=1,
+             finetune_steps=2, finetune_bn_batches=1, val_batches=1, train_val_batches=1, ablation_seeds=2, quick=True)
+QUICK_SPACE = {"mbv3-tiny": dict(batch_size=32), "fastdepth-tiny": dict(batch_size=8)}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -144,127 +192,131 @@ class Clock:
         return {"wall_s": round(self.wall, 2), "cpu_s": round(self.cpu, 2)}
 
 
-def spread(values) -> dict:
-    """{"mean", "std", "n", "values"} (std None below 2 values; NaN values dropped)."""
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0, "values": []}
-    return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
-            "n": len(vals), "values": vals}
+def _lut_slice(db: Path, space, device: str, runtime: str):
+    """(table, slice info) of `db` for `device`/`runtime`, or (None, reason) when it lacks the space."""
+    slices = LatencyTable.slices(db)
+    info = next((s for s in slices if s.device_id == device and s.runtime == runtime), None)
+    if info is None:
+        there = "; ".join(f"{s.device_id} {s.runtime}" for s in slices) or "none"
+        return None, f"{db}: no {runtime} slice for device {device!r} (slices: {there})"
+    table = LatencyTable.load(db, device, runtime, DEFAULT_RUNTIME_OPTIONS)
+    try:
+        LatencyPredictor(space, table).check()  # every key of the space measured
+    except Exception as exc:  # noqa: BLE001 - the predictor's own message says which keys are missing
+        return None, f"{db}: {exc}"
+    return (table, info), None
 
 
-def fmt(s: dict, digits: int = 1, scale: float = 1.0, sign: bool = False) -> str:
-    if s["mean"] is None:
-        return "-"
-    m = s["mean"] * scale
-    text = f"{m:+.{digits}f}" if sign else f"{m:.{digits}f}"
-    return text + (f" ± {s['std'] * scale:.{digits}f}" if s["std"] is not None else "")
+def resolve_constraint(args, cfg: BenchConfig, space, work_root: Path, log) -> dict:
+    """The constraint's metric factory and what it is: a LUT slice (found or built), or MACs if asked."""
+    if cfg.metric == "macs":
+        return {"kind": "macs", "db": None, "unit": "MACs", "name": "macs", "table": None, "build": None,
+                "make": lambda: MacsMetric(space), "note": "MACs constraint (--metric macs), not latency"}
+    device = args.device or LocalAgent().info().device_id
+    build = None
+    if args.db:
+        if not Path(args.db).is_file():
+            raise SystemExit(f"--db {args.db}: no such file (a LUT built by `lutbuild` or bench_lut_source)")
+        found, why = _lut_slice(Path(args.db), space, device, args.runtime)
+        if found is None:
+            raise SystemExit(f"--db {why}; pass --device, or omit --db to build this host's LUT")
+        db = Path(args.db)
+    else:
+        found, db = None, None
+        for path in DEFAULT_DBS.get(space.name, ()):
+            if Path(path).is_file():
+                found, _ = _lut_slice(Path(path), space, device, args.runtime)
+                if found is not None:
+                    db = Path(path)
+                    break
+        if found is None:
+            db = work_root / f"lut-{space.name}-{args.runtime}.sqlite"
+            log(f"building this host's {args.runtime} LUT of {space.name} into {db} (resumable)")
+            with Clock() as clock:
+                db = Path(ensure_lut(space.name, db, runtime=args.runtime, log=log))
+            build = {"db": str(db), "time": clock.dict()}
+            found, why = _lut_slice(db, space, device, args.runtime)
+            if found is None:
+                raise SystemExit(f"the LUT built by ensure_lut is incomplete: {why}")
+    table, info = found
+    return {"kind": "lut", "db": str(db), "device": device, "runtime": args.runtime,
+            "runtime_options": table.runtime_options, "runtime_version": info.runtime_version, "rows": info.rows,
+            "unit": "ms", "name": "latency_ms", "table": table, "build": build,
+            "make": lambda: LutLatencyMetric(space, table),
+            "note": f"LUT-predicted latency ({device}, {args.runtime} {table.runtime_options}) from {db}"}
 
 
-def no_removal_view(space):
-    """`space` as CBC-off candidates see it: residual widths without the 0 choice (no block removal)."""
-    view = copy.copy(space)
-    view.width_vars = {n: dataclasses.replace(v, choices=tuple(c for c in v.choices if c > 0), zero_allowed=False)
-                       if 0 in v.choices else v for n, v in space.width_vars.items()}
-    return view
-
-
-def resolve_latency(args, space) -> dict:
-    """The constraint's metric factory + what it is: a LUT slice, or MACs when no LUT exists."""
-    from lut_db import DEFAULT_RUNTIME_OPTIONS, LatencyTable
-    from profiler.predictor import LatencyPredictor
-    from search.mcd.metrics import LutLatencyMetric, MacsMetric
-    candidates = [args.db] if args.db else list(DEFAULT_DBS)
-    db = next((Path(p) for p in candidates if p and Path(p).is_file()), None)
-    if args.db and db is None:
-        raise SystemExit(f"--db {args.db}: no such file")
-    if db is not None:
-        device = args.device
-        if device is None:
-            from device_agents.local import LocalAgent
-            device = LocalAgent().info().device_id
-        slices = LatencyTable.slices(db)
-        if not any(s.device_id == device and s.runtime == args.runtime for s in slices):
-            there = "; ".join(f"{s.device_id} {s.runtime}" for s in slices) or "none"
-            raise SystemExit(f"{db}: no {args.runtime} slice for device {device!r} (slices: {there}); "
-                             "pass --device")
-        table = LatencyTable.load(db, device, args.runtime, DEFAULT_RUNTIME_OPTIONS)
-        LatencyPredictor(space, table).check()  # every key of the space measured (fails fast otherwise)
-        info = next(s for s in slices if s.device_id == device and s.runtime == args.runtime)
-        return {"kind": "lut", "db": str(db), "device": device, "runtime": args.runtime,
-                "runtime_options": table.runtime_options, "runtime_version": info.runtime_version,
-                "rows": info.rows, "unit": "ms", "name": "latency_ms", "table": table,
-                "make": lambda: LutLatencyMetric(space, table),
-                "note": f"LUT-predicted latency ({device}, {args.runtime} {table.runtime_options}) from {db}"}
-    note = ("NO LUT FOUND (" + ", ".join(candidates) + "): the constraint falls back to MACs; latency "
-            "figures below are MAC counts, not milliseconds. Build one with `python -m benchmarks.bench_lut` "
-            "or `nas-search demo`, or pass --db.")
-    return {"kind": "macs", "db": None, "unit": "MACs", "name": "macs", "table": None,
-            "make": lambda: MacsMetric(space), "note": note}
-
-
-# ----------------------------------------------------------------------------- one seed
 class Data:
-    def __init__(self, cfg: BenchConfig, space):
-        from search.data import make_loader
-        from search.tasks import task_of
-        task = task_of(space)
+    """Loaders of the task's built-in set: train (fine-tunes, BN), held-out (scoring), val (figures)."""
+
+    def __init__(self, cfg: BenchConfig, space, task):
         hw = space.spec.input_hw
-        self.train_set = task.dataset("builtin", "train", hw)  # training's default holdout (1,000) excluded
-        trained_holdout = len(task.dataset("builtin", "holdout", hw))
-        if cfg.holdout_size > trained_holdout:
-            raise SystemExit(f"--holdout-size {cfg.holdout_size} > the {trained_holdout} images training holds out")
-        self.holdout_set = task.dataset("builtin", "holdout", hw, holdout=cfg.holdout_size)
-        self.val_set = task.dataset("builtin", "val", hw)
-        self.holdout = make_loader(self.holdout_set, 250)
+        spec = task.default_data
+        self.train_set = task.dataset(spec, "train", hw)  # training's holdout excluded
+        available = len(task.dataset(spec, "holdout", hw))
+        if cfg.holdout_size is not None and cfg.holdout_size > available:
+            raise SystemExit(f"--holdout-size {cfg.holdout_size} > the {available} held-out images of {spec}")
+        self.holdout_set = task.dataset(spec, "holdout", hw, holdout=cfg.holdout_size or available)
+        self.val_set = task.dataset(spec, "val", hw)
+        self.eval_batch = 250 if task.name == "classification" else 50
+        self.holdout = make_loader(self.holdout_set, self.eval_batch)
         self.calib = make_loader(self.train_set, cfg.batch_size, shuffle=True, seed=0)  # same images each time
         self.bn = make_loader(self.train_set, cfg.batch_size, shuffle=True, seed=12_345)
-        self.val = make_loader(self.val_set, 256)
+        self.val = make_loader(self.val_set, self.eval_batch)
 
     def train_loader(self, batch_size: int, seed: int):
-        from search.data import make_loader
         return make_loader(self.train_set, batch_size, shuffle=True, seed=seed, drop_last=True)
 
 
-def train_one(cfg: BenchConfig, space, seed: int, out: Path, od: bool, log) -> dict:
-    """Train the OD super-network (od) or the max network plainly (every image at max), timed."""
-    from search.checkpoint import load_supernet
-    from search.train import TrainConfig, train
+def _config_dict(config) -> dict:
+    return config.to_dict()
+
+
+# ----------------------------------------------------------------------------- training
+def train_one(cfg: BenchConfig, space, out: Path, od: bool, log) -> dict:
+    """The OD super-network (od) or the max network trained plainly (every image at max), seed 0, timed."""
     shares = {} if od else {"od_max_share": 1.0, "od_min_share": 0.0}
-    tc = TrainConfig(space=space.name, data="builtin", epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-                     per_image_kernels=cfg.per_image_kernels, steps_per_epoch=cfg.steps_per_epoch,
-                     val_batches=cfg.train_val_batches, bn_batches=cfg.calib_batches, progress=False, **shares)
+    tc = TrainConfig(space=space.name, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=0,
+                     steps_per_epoch=cfg.steps_per_epoch, val_batches=cfg.train_val_batches, progress=False, **shares)
     with Clock() as clock:
         result = train(tc, out, device="cpu")
-    _, net, meta = load_supernet(result.checkpoint)
-    log(f"  {'OD super-network' if od else 'plain max network'}: {clock.wall:.0f}s wall "
-        f"({clock.cpu:.0f}s CPU), val max {result.metrics.get('val_acc_max', float('nan')):.3f}")
+    _, net, _ = load_supernet(result.checkpoint)
     lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    log(f"  {'OD super-network' if od else 'plain max network'}: {cfg.epochs} epochs, {clock.wall:.0f}s wall "
+        f"({clock.cpu:.0f}s CPU); last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()
+                                                          if k.startswith("val_")))
     return {"time": clock.dict(), "net": net.eval(), "last_epoch": result.metrics,
-            "images_per_s": [r["images_per_s"] for r in lines]}
+            "epoch_seconds": [r.get("seconds") for r in lines], "images_per_s": [r["images_per_s"] for r in lines]}
 
 
-def run_search(space, view, metric_factory, limit, scorer, out: Path, cfg: BenchConfig, seed: int,
-               layers: int, log) -> dict:
-    from search.mcd.metrics import Constraint
-    from search.mcd import MCDConfig, read_history, run_mcd
-    constraint = Constraint(metric_factory(), limit)
-    mcd = MCDConfig(candidates=cfg.candidates, layers=layers, schedule=cfg.schedule(), seed=seed, land=cfg.land)
+def train_scratch(cfg: BenchConfig, space, config, task, data: Data, log) -> dict:
+    """`config` trained alone from fresh weights (the super-network's recipe, E epochs, seed 0): val figures."""
     with Clock() as clock:
-        result = run_mcd(view, [constraint], scorer, out, mcd, log=lambda _line: None)
-    history = read_history(out)
-    scored = sum(len(r.get("candidates", [])) for r in history)
-    # iterations where no L-layer draw reached the target and one candidate shrank every dimension
-    fallback = sum(1 for r in history if r.get("candidates") and r.get("phase") != "land"
-                   and any(len(c["shrunk"]) > layers for c in r["candidates"]))
-    log(f"  MCD L={layers} {'CBC' if view is space else 'no-CBC'}: {result.iteration} iterations, {scored} scored, "
-        f"{clock.wall:.0f}s, held-out {result.score:.4f}, depth {space.depth(result.config):.2f}")
-    return {"config": result.config, "value": result.values[constraint.name], "holdout": result.score,
-            "iterations": result.iteration, "scored": scored + 1, "candidates_scored": scored,
-            "all_dims_fallbacks": fallback, "landing_steps": result.landing_steps,
-            "unused_budget": (limit - result.values[constraint.name]) / limit,
-            "time": clock.dict(), "depth": space.depth(result.config),
-            "macs": space.macs(result.config)}
+        result = train_from_scratch(space, config, cfg.epochs, 0, data_spec=task.default_data,
+                                    batch_size=cfg.batch_size, steps_per_epoch=cfg.steps_per_epoch,
+                                    log=lambda _line: None)
+    val = task.evaluate(result.model, data.val, max_batches=cfg.val_batches)
+    return {"config": _config_dict(config), "time": clock.dict(), "reported_time": result.time,
+            "train_metrics": result.train_metrics, "val": val, "score": task.score(val)}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def final_eval(model, task, data: Data, cfg: BenchConfig, seed: int, finetune: bool) -> dict:
+    """The task's val metrics with the given weights (BN recalibrated) and, if asked, after the same
+    fine-tune (`finetune_steps` steps of the task's own fine-tune, seeded data order)."""
+    model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(seed)
+    recalibrate_bn(model, data.bn, cfg.finetune_bn_batches)
+    before = task.evaluate(model, data.val, max_batches=cfg.val_batches)
+    out = {"val_before": before, "score_before": task.score(before)}
+    if finetune:
+        ft = FinetuneConfig.for_task(task, epochs=1, batch_size=cfg.batch_size, seed=seed)
+        with Clock() as clock:
+            task.train_epochs(model, data.train_loader(cfg.batch_size, seed), cfg.finetune_steps, ft,
+                              lambda _epoch, _loss: None)
+        after = task.evaluate(model, data.val, max_batches=cfg.val_batches)
+        out.update(val_after=after, score_after=task.score(after), finetune_time=clock.dict())
+    return out
 
 
 def _slice(supernet, config):
@@ -272,325 +324,324 @@ def _slice(supernet, config):
         return supernet.subnet(config)
 
 
-def final_eval(model, data: Data, cfg: BenchConfig, seed: int, finetune: bool) -> dict:
-    """Val top-1 with the given weights (BN recalibrated), and after the fine-tune if asked."""
-    from search.evaluate import evaluate, recalibrate_bn
-    from search.classification.train import train_steps
-    model = model.to(memory_format=torch.channels_last)
-    torch.manual_seed(seed)
-    recalibrate_bn(model, data.bn, cfg.finetune_bn_batches)
-    out = {"val_before": evaluate(model, data.val, max_batches=cfg.val_batches)}
-    if finetune:
+def _net_record(space, config, values: dict, limit: float, name: str) -> dict:
+    value = values[name]
+    return {"config": _config_dict(config), "value": value, "unused_budget": (limit - value) / limit,
+            "landed": 0.0 <= (limit - value) / limit <= LAND_TOLERANCE + 1e-9, "depth": space.depth(config),
+            "macs": space.macs(config)}
+
+
+# ----------------------------------------------------------------------------- searches
+def mcd_chain(space, view, metric_factory, limits: list[float], scorer, out: Path, cfg: BenchConfig, seed: int,
+              layers: int, log) -> list[dict]:
+    """One MCD trajectory through every limit (descending), landing on, as `targets.search_targets` runs
+    it: each target continues from the previous target's network and the chain's schedule origin."""
+    metric = metric_factory()
+    mcd = MCDConfig(candidates=cfg.candidates, layers=layers, schedule=cfg.schedule(), seed=seed, land=True,
+                    land_budget=cfg.land_budget)
+    origin_value = {metric.name: metric.value(space.max_config())}
+    start, iterations, cumulative, records = None, 0, 0, []
+    for index, limit in enumerate(limits):
+        folder = out / f"t{index}"
         with Clock() as clock:
-            train_steps(model, data.train_loader(cfg.batch_size, seed), cfg.finetune_steps, 0.02, seed=seed)
-        out["val_after"] = evaluate(model, data.val, max_batches=cfg.val_batches)
-        out["finetune_time"] = clock.dict()
-    return out
+            result = run_mcd(view, [Constraint(metric, limit)], scorer, folder, mcd, start=start,
+                             log=lambda _line: None, origin=ScheduleOrigin(origin_value, iterations))
+        history = read_history(folder)
+        scored = sum(len(r.get("candidates", [])) for r in history)
+        cumulative += scored
+        configs = [result.config] + [c for r in history for c in _history_configs(r)]
+        rec = {**_net_record(space, result.config, result.values, limit, metric.name), "limit": limit,
+               "holdout": result.score, "iterations": result.iteration,
+               "landing_steps": result.landing_steps, "scored": scored, "scored_cumulative": cumulative,
+               "time": clock.dict(), "whole_stream": all(computes_whole_stream(space, c) for c in configs),
+               "configs_checked": len(configs)}
+        log(f"  MCD L={layers} {'CBC' if view is space else 'CBC off'} target {index + 1}: {rec['iterations']} "
+            f"iterations + {result.landing_steps} landing steps, {scored} scored, {clock.wall:.0f}s, "
+            f"{metric.name} {rec['value']:.4g} (unused {rec['unused_budget']:.1%}), held-out {result.score:.4f}")
+        records.append(rec)
+        start, iterations = result.config, iterations + result.iteration
+    return records
 
 
-def train_both(cfg: BenchConfig, space, seed: int, work: Path, log) -> tuple[dict, dict]:
-    """The OD super-network and the plain max network, trained one after the other (same host load)."""
-    return (train_one(cfg, space, seed, work / "supernet", True, log),
-            train_one(cfg, space, seed, work / "plain", False, log))
+def _history_configs(record: dict):
+    """Configs of every candidate a history record holds (MCD iterations and landing steps)."""
+    for cand in record.get("candidates", []):
+        yield SubnetConfig.from_dict(cand["config"])
 
 
-def run_seed(seed: int, cfg: BenchConfig, space, latency: dict, data: Data, work: Path, log,
-             trained: tuple[dict, dict] | None = None) -> dict:
-    from search.mcd.baselines import netadapt_v1, random_baseline, uniform_baseline
-    from search.mcd.metrics import Constraint
-    from search.errors import SearchError
-    from search.evaluate import evaluate
-    from search.tasks import task_of
-    work.mkdir(parents=True, exist_ok=True)
-    make = latency["make"]
-    max_value = make().value(space.max_config())
-    limit = cfg.target_fraction * max_value
-    log(f"seed {seed}: target {latency['name']} <= {limit:.4g} ({cfg.target_fraction:.0%} of {max_value:.4g})")
-    rec: dict = {"seed": seed, "max_value": max_value, "limit": limit}
-
-    # 1. SN + OD + MCD  vs  plain training + NetAdapt V1 (training runs adjacent: same host load)
-    sn, plain = trained if trained is not None else train_both(cfg, space, seed, work, log)
-    supernet = sn["net"]
-    from search.mcd.scoring import SupernetScorer
-    scorer = SupernetScorer(supernet, data.holdout, data.calib, cfg.calib_batches)
-    runs = {"cbc_L3": run_search(space, space, make, limit, scorer, work / "mcd_cbc_L3", cfg, seed, cfg.layers, log)}
-
-    task = task_of(space)
-    proposal_ft = task.proposal_finetune(data.train_loader(cfg.batch_size, seed), cfg.v1_steps, task.proposal_lr, seed)
-
-    def v1_finetune(model, iteration):
-        proposal_ft(model.to(memory_format=torch.channels_last), iteration)
-
-    start = plain["net"].subnet(space.max_config()).to(memory_format=torch.channels_last)
+def run_v1(space, plain_net, metric_factory, limit: float, task, data: Data, cfg: BenchConfig, seed: int,
+           log) -> dict:
+    """NetAdapt V1 from the plain max network to one limit (V1 pays per target), timed."""
+    proposal_ft = task.proposal_finetune(data.train_loader(cfg.batch_size, seed), cfg.v1_steps, task.proposal_lr,
+                                         seed)
+    start = plain_net.subnet(space.max_config()).to(memory_format=torch.channels_last)
+    metric = metric_factory()
     with Clock() as clock:
         try:
-            v1 = netadapt_v1(space, [Constraint(make(), limit)], start, finetune_steps=cfg.v1_steps,
-                             schedule=cfg.v1_schedule(), seed=seed, finetune_fn=v1_finetune,
-                             evaluate_fn=lambda m: evaluate(m, data.holdout), log=lambda _line: None)
-            v1_error = None
+            v1 = netadapt_v1(space, [Constraint(metric, limit)], start, schedule=cfg.v1_schedule(), seed=seed,
+                             finetune_fn=lambda m, it: proposal_ft(m.to(memory_format=torch.channels_last), it),
+                             evaluate_fn=lambda m: task.score(task.evaluate(m, data.holdout)),
+                             log=lambda _line: None)
+            error = None
         except SearchError as exc:
-            v1, v1_error = None, str(exc)
-    v1_rec = {"time": clock.dict(), "error": v1_error}
-    if v1 is not None:
-        v1_rec.update(config=v1.config, value=v1.values[latency["name"]], holdout=v1.score,
-                      evaluations=v1.evaluations, iterations=v1.detail["iterations"],
-                      depth=space.depth(v1.config), macs=space.macs(v1.config))
-        log(f"  NetAdapt V1: {v1.detail['iterations']} iterations, {v1.evaluations} fine-tuned proposals, "
-            f"{clock.wall:.0f}s, held-out {v1.score:.4f}")
-    else:
-        log(f"  NetAdapt V1 failed after {clock.wall:.0f}s: {v1_error}")
-
-    # 2. the other three cells of CBC x MCD, same super-network and scorer
-    view = no_removal_view(space)
-    runs["cbc_L1"] = run_search(space, space, make, limit, scorer, work / "mcd_cbc_L1", cfg, seed, 1, log)
-    runs["nocbc_L3"] = run_search(space, view, make, limit, scorer, work / "mcd_nocbc_L3", cfg, seed, cfg.layers, log)
-    runs["nocbc_L1"] = run_search(space, view, make, limit, scorer, work / "mcd_nocbc_L1", cfg, seed, 1, log)
-
-    # 3. baselines at the same latency, same scorer; random gets MCD's evaluation budget
-    constraint = Constraint(make(), limit)
-    with Clock() as clock:
-        uni = uniform_baseline(space, [constraint], scorer)
-    baselines = {"uniform": {"config": uni.config, "value": uni.values[latency["name"]], "holdout": uni.score,
-                             "evaluations": uni.evaluations, "multiplier": uni.detail["multiplier"],
-                             "time": clock.dict()}}
-    with Clock() as clock:
-        rnd = random_baseline(space, [constraint], scorer, runs["cbc_L3"]["candidates_scored"], seed=seed)
-    baselines["random"] = {"config": rnd.config, "value": rnd.values[latency["name"]], "holdout": rnd.score,
-                           "evaluations": rnd.evaluations, "time": clock.dict()}
-    log(f"  uniform x{uni.detail['multiplier']:.2f}: held-out {uni.score:.4f}; random ({rnd.evaluations}): "
-        f"held-out {rnd.score:.4f}")
-
-    # final evaluation: val top-1 with the search's weights, and after the same fine-tune where compared
-    for name, r in runs.items():
-        r.update(final_eval(_slice(supernet, r["config"]), data, cfg, seed, finetune=(name == "cbc_L3")))
-    for r in baselines.values():
-        r.update(final_eval(_slice(supernet, r["config"]), data, cfg, seed, finetune=True))
-    if v1 is not None:
-        v1_rec.update(final_eval(v1.detail["model"], data, cfg, seed, finetune=True))
-    log(f"  val top-1 after fine-tune: MCD {runs['cbc_L3']['val_after']:.4f}, V1 "
-        f"{v1_rec.get('val_after', float('nan')):.4f}, uniform {baselines['uniform']['val_after']:.4f}, "
-        f"random {baselines['random']['val_after']:.4f}")
-    for r in [*runs.values(), *baselines.values(), v1_rec]:
-        if "config" in r:
-            r["config"] = r["config"].to_dict()
-    shared = {"shared_by_all_seeds": trained is not None}
-    rec.update(supernet_train={**{k: sn[k] for k in ("time", "last_epoch", "images_per_s")}, **shared},
-               plain_train={**{k: plain[k] for k in ("time", "last_epoch", "images_per_s")}, **shared},
-               mcd=runs, netadapt_v1=v1_rec, baselines=baselines)
-    rec["_supernet"] = supernet  # for the throughput part (dropped before writing)
+            v1, error = None, str(exc)
+    rec = {"time": clock.dict(), "error": error, "limit": limit}
+    if v1 is None:
+        log(f"  NetAdapt V1 to {limit:.4g} failed after {clock.wall:.0f}s: {error}")
+        return rec
+    rec.update(_net_record(space, v1.config, v1.values, limit, metric.name), holdout=v1.score,
+               evaluations=v1.evaluations, iterations=v1.detail["iterations"])
+    rec["_model"] = v1.detail["model"]
+    log(f"  NetAdapt V1 to {limit:.4g}: {v1.detail['iterations']} iterations, {v1.evaluations} fine-tuned "
+        f"proposals, {clock.wall:.0f}s, held-out {v1.score:.4f}")
     return rec
 
 
+def run_seed(seed: int, cfg: BenchConfig, space, task, latency: dict, limits: list[float], data: Data,
+             supernet, plain_net, work: Path, log) -> dict:
+    """One seed: the MCD chain, V1 per target, the baselines, and the same fine-tune of each network."""
+    log(f"seed {seed}")
+    scorer = SupernetScorer.for_task(task, supernet, data.holdout, data.calib, cfg.calib_batches)
+    chain = mcd_chain(space, space, latency["make"], limits, scorer, work / "mcd", cfg, seed, cfg.layers, log)
+    targets = []
+    for index, (limit, mcd) in enumerate(zip(limits, chain)):
+        v1 = run_v1(space, plain_net, latency["make"], limit, task, data, cfg, seed, log)
+        constraint = Constraint(latency["make"](), limit)
+        with Clock() as clock:
+            try:
+                uni = uniform_baseline(space, [constraint], scorer)
+            except SearchError as exc:  # every width at its minimum, kernels at max, still over the target
+                uni = None
+                uniform = {"error": str(exc), "time": clock.dict()}
+        if uni is not None:
+            uniform = {**_net_record(space, uni.config, uni.values, limit, latency["name"]), "holdout": uni.score,
+                       "multiplier": uni.detail["multiplier"], "time": clock.dict(), "error": None}
+        with Clock() as clock:
+            rnd = random_baseline(space, [constraint], scorer, mcd["scored_cumulative"], seed=seed)
+        rand = {**_net_record(space, rnd.config, rnd.values, limit, latency["name"]), "holdout": rnd.score,
+                "evaluations": rnd.evaluations, "time": clock.dict()}
+        mcd.update(final_eval(_slice(supernet, SubnetConfig.from_dict(mcd["config"])), task, data, cfg, seed, True))
+        if uni is not None:
+            uniform.update(final_eval(_slice(supernet, uni.config), task, data, cfg, seed, True))
+        rand.update(final_eval(_slice(supernet, rnd.config), task, data, cfg, seed, True))
+        if v1.get("error") is None:
+            v1.update(final_eval(v1.pop("_model"), task, data, cfg, seed, True))
+        log(f"  target {index + 1}: score after fine-tune: MCD {mcd['score_after']:.4f}, "
+            f"V1 {v1.get('score_after', float('nan')):.4f}, uniform x{uniform.get('multiplier', float('nan')):.2f} "
+            f"{uniform.get('score_after', float('nan')):.4f}, random ({rnd.evaluations}) {rand['score_after']:.4f}")
+        targets.append({"limit": limit, "mcd": mcd, "netadapt_v1": v1, "uniform": uniform, "random": rand})
+    return {"seed": seed, "targets": targets}
+
+
+def run_ablation(seed: int, cfg: BenchConfig, space, task, latency: dict, limit: float, data: Data, supernet,
+                 work: Path, log) -> dict:
+    """CBC on/off x L=3/1 at one limit, landing on, fresh runs from the max network; val with SN weights."""
+    scorer = SupernetScorer.for_task(task, supernet, data.holdout, data.calib, cfg.calib_batches)
+    view = no_removal_view(space)
+    cells = {}
+    for cbc, searched in (("cbc", space), ("nocbc", view)):
+        for layers in dict.fromkeys((cfg.layers, 1)):
+            name = f"{cbc}_L{layers}"
+            rec = mcd_chain(space, searched, latency["make"], [limit], scorer, work / name, cfg, seed, layers, log)[0]
+            rec.update(final_eval(_slice(supernet, SubnetConfig.from_dict(rec["config"])), task, data, cfg, seed,
+                                  False))
+            cells[name] = rec
+    return {"seed": seed, "limit": limit, "cells": cells}
+
+
 # ----------------------------------------------------------------------------- throughput
-def throughput(cfg: BenchConfig, space, latency: dict, supernet, data: Data, log) -> dict:
-    from benchmarks.bench_lut import predictions_per_second
-    from benchmarks.bench_supernet import bench_training
-    from search.mcd.scoring import SupernetScorer
-    out: dict = {}
-    if latency["table"] is not None:
-        out["lut"] = predictions_per_second(space, latency["table"], n=2_000 if cfg.quick else 50_000)
-    else:
-        out["lut"] = None
+def throughput(cfg: BenchConfig, space, task, latency: dict, supernet, data: Data, sn: dict, plain: dict,
+               log) -> dict:
+    out: dict = {"lut": predictions_per_second(space, latency["table"], n=2_000 if cfg.quick else 50_000)
+                 if latency["table"] is not None else None}
     rng = random.Random(0)
     configs = [space.random_config(rng) for _ in range(2 if cfg.quick else 6)]
-    scored = {}
-    for name, channels_last in (("contiguous", False), ("channels_last", True)):
-        scorer = SupernetScorer(supernet, data.holdout, data.calib, cfg.calib_batches, channels_last=channels_last)
-        scorer(configs[0])  # warm-up
-        with Clock() as clock:
-            scores = [scorer(c) for c in configs]
-        scored[name] = {"candidates_per_s": len(configs) / clock.wall, "s_per_candidate": clock.wall / len(configs),
-                        "scores": scores}
-    scored["equal_scores"] = scored["contiguous"]["scores"] == scored["channels_last"]["scores"]
-    scored.update(holdout_images=len(data.holdout_set), calib_batches=cfg.calib_batches,
-                  calib_batch_size=cfg.batch_size)
-    out["scoring"] = scored
-    batch, steps = (16, 1) if cfg.quick else (cfg.batch_size, 4)
-    training = {}
-    for threads in ([cfg.threads] if cfg.quick else sorted({1, 2, cfg.threads})):
-        torch.set_num_threads(threads)
-        training[str(threads)] = bench_training(space, torch.device("cpu"), batch, steps, warmup=1 if cfg.quick else 2)
-    torch.set_num_threads(cfg.threads)
-    out["training_step"] = training
+    scorer = SupernetScorer.for_task(task, supernet, data.holdout, data.calib, cfg.calib_batches)
+    scorer(configs[0])  # warm-up
+    with Clock() as clock:
+        for c in configs:
+            scorer(c)
+    out["scoring"] = {"candidates_per_s": len(configs) / clock.wall, "holdout_images": len(data.holdout_set),
+                      "calib_batches": cfg.calib_batches, "calib_batch_size": cfg.batch_size}
+    out["training_images_per_s"] = {"od": sum(sn["images_per_s"]) / len(sn["images_per_s"]),
+                                    "plain": sum(plain["images_per_s"]) / len(plain["images_per_s"])}
     log("  throughput measured")
     return out
 
 
-# ----------------------------------------------------------------------------- summary + tables
-def summarize(seeds: list[dict]) -> dict:
-    def col(f):
-        return spread([f(s) for s in seeds])
-
-    def v1(key):
-        return lambda s: s["netadapt_v1"].get(key)
-
-    def ratio(a, b):
-        return lambda s: (a(s) / b(s)) if a(s) is not None and b(s) else None
-
-    sn_train_w = lambda s: s["supernet_train"]["time"]["wall_s"]  # noqa: E731
-    pl_train_w = lambda s: s["plain_train"]["time"]["wall_s"]  # noqa: E731
-    mcd_w = lambda s: s["mcd"]["cbc_L3"]["time"]["wall_s"]  # noqa: E731
-    v1_w = lambda s: s["netadapt_v1"]["time"]["wall_s"] if s["netadapt_v1"].get("error") is None else None  # noqa: E731
-    sn_train_c = lambda s: s["supernet_train"]["time"]["cpu_s"]  # noqa: E731
-    pl_train_c = lambda s: s["plain_train"]["time"]["cpu_s"]  # noqa: E731
-    mcd_c = lambda s: s["mcd"]["cbc_L3"]["time"]["cpu_s"]  # noqa: E731
-    v1_c = lambda s: s["netadapt_v1"]["time"]["cpu_s"] if s["netadapt_v1"].get("error") is None else None  # noqa: E731
-
-    def plus(a, b):
-        return lambda s: a(s) + b(s) if a(s) is not None and b(s) is not None else None
-
-    m = lambda key, run="cbc_L3": (lambda s: s["mcd"][run].get(key))  # noqa: E731
-    search_time = {
-        "sn_od_mcd": {"train_wall_s": col(sn_train_w), "search_wall_s": col(mcd_w),
-                      "total_wall_s": col(plus(sn_train_w, mcd_w)), "total_cpu_s": col(plus(sn_train_c, mcd_c)),
-                      "evaluated": col(m("scored")), "iterations": col(m("iterations")), "value": col(m("value")),
-                      "holdout": col(m("holdout")), "val_before": col(m("val_before")),
-                      "val_after": col(m("val_after")), "depth": col(m("depth"))},
-        "netadapt_v1": {"train_wall_s": col(pl_train_w), "search_wall_s": col(v1_w),
-                        "total_wall_s": col(plus(pl_train_w, v1_w)), "total_cpu_s": col(plus(pl_train_c, v1_c)),
-                        "evaluated": col(v1("evaluations")), "iterations": col(v1("iterations")),
-                        "value": col(v1("value")), "holdout": col(v1("holdout")), "val_before": col(v1("val_before")),
-                        "val_after": col(v1("val_after")), "depth": col(v1("depth")),
-                        "failed": sum(1 for s in seeds if s["netadapt_v1"].get("error"))},
-        "speedup": {"total_wall": col(ratio(plus(pl_train_w, v1_w), plus(sn_train_w, mcd_w))),
-                    "total_cpu": col(ratio(plus(pl_train_c, v1_c), plus(sn_train_c, mcd_c))),
-                    "search_only_wall": col(ratio(v1_w, mcd_w)), "search_only_cpu": col(ratio(v1_c, mcd_c))},
-        "val_after_delta_sn_minus_v1": col(lambda s: (s["mcd"]["cbc_L3"]["val_after"] - s["netadapt_v1"]["val_after"])
-                                           if "val_after" in s["netadapt_v1"] else None),
-    }
-    ablation = {}
-    for run in ("nocbc_L1", "nocbc_L3", "cbc_L1", "cbc_L3"):
-        ablation[run] = {k: col(m(k, run)) for k in ("holdout", "val_before", "value", "depth", "scored", "iterations",
-                                                     "all_dims_fallbacks")}
-        ablation[run]["holdout_delta"] = col(lambda s, r=run: s["mcd"][r]["holdout"] - s["mcd"]["nocbc_L1"]["holdout"])
-        ablation[run]["val_delta"] = col(
-            lambda s, r=run: s["mcd"][r]["val_before"] - s["mcd"]["nocbc_L1"]["val_before"])
-    b = lambda name, key: (lambda s: s["baselines"][name].get(key))  # noqa: E731
-    baselines = {"searched": {k: col(m(k)) for k in ("value", "holdout", "val_before", "val_after", "scored")},
-                 **{name: {k: col(b(name, k)) for k in ("value", "holdout", "val_before", "val_after", "evaluations")}
-                    for name in ("uniform", "random")}}
-    for name in ("uniform", "random"):
-        baselines[name]["val_after_delta_searched_minus"] = col(
-            lambda s, n=name: s["mcd"]["cbc_L3"]["val_after"] - s["baselines"][n]["val_after"])
-        baselines[name]["holdout_delta_searched_minus"] = col(
-            lambda s, n=name: s["mcd"]["cbc_L3"]["holdout"] - s["baselines"][n]["holdout"])
-    return {"search_time": search_time, "cbc_mcd": ablation, "baselines": baselines}
+# ----------------------------------------------------------------------------- summary
+def _get(rec: dict, *keys):
+    for key in keys:
+        if rec is None or not isinstance(rec, dict):
+            return None
+        rec = rec.get(key)
+    return rec
 
 
-def row(cells, widths) -> str:
-    """Left-aligned first cell, the others right-aligned, two spaces between columns."""
-    return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
+def summarize(cfg: BenchConfig, task, seeds: list[dict], scratch: list[dict], ablation: list[dict],
+              sn: dict, plain: dict) -> dict:
+    """Per target: each method's figures and paired differences (95 % t-intervals over seeds); time; ablation."""
+    metrics = list(task.headline)
+    methods = ("mcd", "netadapt_v1", "uniform", "random")
+    per_target = []
+    for index, _ in enumerate(cfg.fractions):
+        rows = [s["targets"][index] for s in seeds]
+        target = {"limit": rows[0]["limit"], "fraction": cfg.fractions[index], "methods": {}, "differences": {}}
+        for m in methods:
+            recs = [r[m] for r in rows]
+            target["methods"][m] = {
+                "value": t_interval([_get(r, "value") for r in recs]),
+                "unused_budget": t_interval([_get(r, "unused_budget") for r in recs]),
+                "landed_all": all(r.get("landed") for r in recs if r.get("error") is None),
+                "holdout": t_interval([_get(r, "holdout") for r in recs]),
+                "score_before": t_interval([_get(r, "score_before") for r in recs]),
+                "score_after": t_interval([_get(r, "score_after") for r in recs]),
+                **{f"val_{k}": t_interval([_get(r, "val_after", k) for r in recs]) for k in metrics},
+                "failed": sum(1 for r in recs if r.get("error"))}
+        sc = scratch[index]
+        for name in ("uniform", "searched"):
+            entries = sc[name]
+            target["methods"][f"scratch_{name}"] = {
+                "value": t_interval([e["value"] for e in entries]),
+                "score_after": t_interval([e["score"] for e in entries]),
+                **{f"val_{k}": t_interval([e["val"][k] for e in entries]) for k in metrics}}
+        mcd_after = [_get(r["mcd"], "score_after") for r in rows]
+        for m in ("netadapt_v1", "uniform", "random"):
+            target["differences"][f"mcd_minus_{m}"] = paired(mcd_after, [_get(r[m], "score_after") for r in rows])
+            for k in metrics:
+                target["differences"][f"mcd_minus_{m}_{k}"] = paired(
+                    [_get(r["mcd"], "val_after", k) for r in rows], [_get(r[m], "val_after", k) for r in rows])
+        for name in ("uniform", "searched"):
+            ref = sc[name][0]["score"] if sc[name] else None  # trained once (seed 0's config): the spread is MCD's
+            target["differences"][f"mcd_minus_scratch_{name}"] = paired(mcd_after, [ref] * len(mcd_after))
+        per_target.append(target)
+
+    def total(method_train: dict, per_seed) -> list[dict]:
+        return [{k: method_train["time"][k] + per_seed(s, k) for k in ("wall_s", "cpu_s")} for s in seeds]
+
+    mcd_search = lambda s, k: sum(t["mcd"]["time"][k] for t in s["targets"])  # noqa: E731
+    v1_search = lambda s, k: sum(t["netadapt_v1"]["time"][k] for t in s["targets"])  # noqa: E731
+    sn_total, v1_total = total(sn, mcd_search), total(plain, v1_search)
+    time_summary = {
+        "sn_od_mcd": {"train": sn["time"], "search_wall_s": t_interval([mcd_search(s, "wall_s") for s in seeds]),
+                      "search_cpu_s": t_interval([mcd_search(s, "cpu_s") for s in seeds]),
+                      "total_wall_s": t_interval([t["wall_s"] for t in sn_total]),
+                      "total_cpu_s": t_interval([t["cpu_s"] for t in sn_total])},
+        "netadapt_v1": {"train": plain["time"], "search_wall_s": t_interval([v1_search(s, "wall_s") for s in seeds]),
+                        "search_cpu_s": t_interval([v1_search(s, "cpu_s") for s in seeds]),
+                        "total_wall_s": t_interval([t["wall_s"] for t in v1_total]),
+                        "total_cpu_s": t_interval([t["cpu_s"] for t in v1_total])},
+        "ratio_v1_over_sn": {"wall": t_interval([v["wall_s"] / s["wall_s"] for v, s in zip(v1_total, sn_total)]),
+                             "cpu": t_interval([v["cpu_s"] / s["cpu_s"] for v, s in zip(v1_total, sn_total)])},
+        "targets": len(cfg.fractions),
+        "mean_score_after": {"sn_od_mcd": t_interval([sum(_get(t["mcd"], "score_after") for t in s["targets"])
+                                                      / len(s["targets"]) for s in seeds]),
+                             "netadapt_v1": t_interval([_mean_or_none([_get(t["netadapt_v1"], "score_after")
+                                                                       for t in s["targets"]]) for s in seeds])}}
+    time_summary["mean_score_after"]["difference"] = paired(
+        time_summary["mean_score_after"]["sn_od_mcd"]["values"] if len(seeds) else [],
+        [_mean_or_none([_get(t["netadapt_v1"], "score_after") for t in s["targets"]]) for s in seeds]) \
+        if all(_mean_or_none([_get(t["netadapt_v1"], "score_after") for t in s["targets"]]) is not None
+               for s in seeds) else t_interval([])
+    ab = {}
+    if ablation:
+        cells = list(ablation[0]["cells"])
+        for name in cells:
+            recs = [a["cells"][name] for a in ablation]
+            ab[name] = {"value": t_interval([r["value"] for r in recs]),
+                        "unused_budget": t_interval([r["unused_budget"] for r in recs]),
+                        "holdout": t_interval([r["holdout"] for r in recs]),
+                        "score_before": t_interval([r["score_before"] for r in recs]),
+                        "depth": t_interval([r["depth"] for r in recs]),
+                        "scored": t_interval([r["scored"] for r in recs]),
+                        "whole_stream_all": all(r["whole_stream"] for r in recs)}
+        L = cfg.layers
+        gains = {}
+        for gain, (a, b) in {"cbc_on_minus_off": (f"cbc_L{L}", f"nocbc_L{L}"),
+                             f"L{L}_minus_L1": (f"cbc_L{L}", "cbc_L1"),
+                             "both": (f"cbc_L{L}", "nocbc_L1")}.items():
+            entry = {}
+            for key in ("holdout", "score_before"):
+                interval = paired([x["cells"][a][key] for x in ablation], [x["cells"][b][key] for x in ablation])
+                entry[key] = {**interval, "resolves_0.5_points": resolves(interval, 0.005)}
+            gains[gain] = entry
+        ab["gains"] = gains
+    return {"targets": per_target, "time": time_summary, "ablation": ab}
 
 
-def table_lines(result: dict) -> list[str]:
-    lat = result["latency"]
-    unit, scale = (("ms", 1.0) if lat["kind"] == "lut" else ("MMACs", 1e-6))
-    S = result["summary"]
-    n = result["settings"]["seeds"]
-    training = ("trained once per seed" if result["settings"]["train_per_seed"] else
-                "one super-network and one plain network (seed 0) shared by all seeds: the spread is the "
-                "search's and the fine-tune's, not training's")
-    lines = [f"NetAdaptV2 search ablations, {result['space']}, built-in data, {n} seed(s), mean ± std; "
-             f"torch threads {result['threads']['torch']}; {result['settings']['epochs']} training epoch(s), "
-             f"{training}",
-             f"constraint: {lat['note']}",
-             f"target: {result['settings']['target_fraction']:.0%} of the max network "
-             f"({fmt(S['target'], 3, scale)} {unit})", ""]
-    st = S["search_time"]
-    lines.append("1. Search time to the target: SN + OD + MCD vs NetAdapt V1 (no super-network); seconds")
-    w = (12, 9, 9, 9, 10, 10, 13, 13, 13, 13)
-    lines.append(row(("method", "train", "search", "total", "total CPU", "evaluated", f"latency {unit}",
-                      "held-out", "val (search)", "val fine-tuned"), w))
-    for key, name in (("sn_od_mcd", "SN+OD+MCD"), ("netadapt_v1", "NetAdapt V1")):
-        r = st[key]
-        lines.append(row((name, fmt(r["train_wall_s"], 0), fmt(r["search_wall_s"], 0), fmt(r["total_wall_s"], 0),
-                          fmt(r["total_cpu_s"], 0), fmt(r["evaluated"], 0), fmt(r["value"], 3, scale),
-                          fmt(r["holdout"], 3), fmt(r["val_before"], 3), fmt(r["val_after"], 3)), w))
-    sp = st["speedup"]
-    lines.append(f"V1 / SN time: total {fmt(sp['total_wall'], 2)}x wall, {fmt(sp['total_cpu'], 2)}x CPU; "
-                 f"search phase only {fmt(sp['search_only_wall'], 2)}x wall, {fmt(sp['search_only_cpu'], 2)}x CPU "
-                 f"(paper: 3.3x; goal >= 5x)")
-    lines.append(f"val top-1 after the same fine-tune, SN - V1 (paired): "
-                 f"{fmt(st['val_after_delta_sn_minus_v1'], 2, 100, True)} points")
-    if st["netadapt_v1"]["failed"]:
-        lines.append(f"NetAdapt V1 failed on {st['netadapt_v1']['failed']} seed(s) (see JSON)")
-    lines.append("")
-    lines.append("2. CBC x MCD at the same target (same super-network); Δ: paired per seed vs CBC off + L=1, points")
-    w = (20, 13, 11, 13, 11, 13, 11, 8)
-    lines.append(row(("variant", f"latency {unit}", "depth", "held-out", "Δ", "val (SN w.)", "Δ", "scored"), w))
-    for key, name in (("nocbc_L1", "CBC off, L=1"), ("nocbc_L3", "CBC off, L=3 (MCD)"),
-                      ("cbc_L1", "CBC on, L=1"), ("cbc_L3", "CBC on, L=3 (MCD)")):
-        r = S["cbc_mcd"][key]
-        lines.append(row((name, fmt(r["value"], 3, scale), fmt(r["depth"], 2), fmt(r["holdout"], 3),
-                          fmt(r["holdout_delta"], 1, 100, True), fmt(r["val_before"], 3),
-                          fmt(r["val_delta"], 1, 100, True), fmt(r["scored"], 0)), w))
-    lines.append("(paper, ImageNet top-1: CBC +0.3, MCD +0.4, both +0.7)")
-    lines.append("")
-    lines.append("3. Searched network vs baselines at the same target (held-out, val with super-network weights, "
-                 "val after the same fine-tune)")
-    w = (20, 13, 9, 13, 13, 13, 13)
-    lines.append(row(("network", f"latency {unit}", "scored", "held-out", "val (SN w.)", "val fine-tuned",
-                      "searched - it"), w))
-    for key, name in (("searched", "searched (MCD, CBC)"), ("uniform", "uniform multiplier"),
-                      ("random", "random search")):
-        r = S["baselines"][key]
-        ev = r.get("scored") or r.get("evaluations")
-        delta = fmt(r["val_after_delta_searched_minus"], 1, 100, True) if "val_after_delta_searched_minus" in r else ""
-        lines.append(row((name, fmt(r["value"], 3, scale), fmt(ev, 0), fmt(r["holdout"], 3), fmt(r["val_before"], 3),
-                          fmt(r["val_after"], 3), delta), w))
-    tp = result.get("throughput")
-    if tp:
-        lines.append("")
-        lines.append("4. Throughput (this host)")
-        if tp["lut"]:
-            lines.append(f"LUT whole-network predictions: {tp['lut']['predictor_per_s']:,.0f}/s (LatencyPredictor), "
-                         f"{tp['lut']['layer_configs_sum_per_s']:,.0f}/s (LatencyTable over layer_configs)")
-        else:
-            lines.append("LUT predictions: n/a (no LUT)")
-        sc = tp["scoring"]
-        lines.append(f"candidates scored: {sc['contiguous']['candidates_per_s']:.2f}/s (contiguous), "
-                     f"{sc['channels_last']['candidates_per_s']:.2f}/s (channels-last), equal scores "
-                     f"{sc['equal_scores']} ({sc['holdout_images']} held-out images + {sc['calib_batches']}x"
-                     f"{sc['calib_batch_size']} BN calibration)")
-        for threads, r in tp["training_step"].items():
-            ips = r["images_per_s"]
-            lines.append(f"training step, {threads} thread(s), batch {r['batch_size']}: "
-                         f"plain {ips['plain']:.0f} img/s, OD per-batch kernels {ips['od-batch-kernel']:.0f} img/s "
-                         f"({r['ratio_vs_plain']['od-batch-kernel']:.2f}x time), OD per-image kernels "
-                         f"{ips['od']:.0f} img/s ({r['ratio_vs_plain']['od']:.2f}x time)")
-        lines.append(f"in the runs above: OD super-network {fmt(S['train_images_per_s']['od'], 0)} img/s, "
-                     f"plain {fmt(S['train_images_per_s']['plain'], 0)} img/s")
-    lines.append("")
-    lines.append(f"wall time of this run: {result['wall_s']:.0f}s")
-    return lines
+def _mean_or_none(values):
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if len(vals) == len(values) and vals else None
+
+
+def _scratch_all(cfg: BenchConfig, space, task, seeds: list[dict], data: Data, log) -> list[dict]:
+    """Per target: the uniform network and the searched configs (seeds 0..scratch_seeds-1) trained alone."""
+    out = []
+    for index, _ in enumerate(cfg.fractions):
+        first = seeds[0]["targets"][index]
+        entries = {"uniform": [] if first["uniform"].get("error") else [
+            {**train_scratch(cfg, space, SubnetConfig.from_dict(first["uniform"]["config"]), task, data, log),
+             "value": first["uniform"]["value"], "multiplier": first["uniform"]["multiplier"]}]}
+        entries["searched"] = []
+        for s in seeds[:cfg.scratch_seeds]:
+            rec = s["targets"][index]["mcd"]
+            entries["searched"].append({**train_scratch(cfg, space, SubnetConfig.from_dict(rec["config"]), task,
+                                                        data, log), "value": rec["value"], "from_seed": s["seed"]})
+        log(f"  scratch at target {index + 1}: uniform "
+            + ", ".join(f"{e['score']:.4f} ({e['time']['wall_s']:.0f}s)" for e in entries["uniform"]) + "; searched "
+            + ", ".join(f"{e['score']:.4f}" for e in entries["searched"]))
+        out.append(entries)
+    return out
 
 
 # ----------------------------------------------------------------------------- main
 def build_config(args) -> BenchConfig:
-    base = dict(QUICK) if args.quick else {}
+    if args.space not in SPACES:
+        raise SystemExit(f"--space {args.space!r}: expected one of {', '.join(SPACES)}")
+    base = dict(SPACE_DEFAULTS[args.space])
+    if args.quick:
+        base.update(QUICK, **QUICK_SPACE[args.space])
     for field in dataclasses.fields(BenchConfig):
         value = getattr(args, field.name, None)
-        if value is not None and field.name not in ("quick",):
+        if value is not None and field.name not in ("quick", "throughput"):
             base[field.name] = value
-    if args.no_throughput:
-        base["throughput"] = False
-    if args.land:
-        base["land"] = True
-    return BenchConfig(**base)
+    base["throughput"] = bool(args.throughput)
+    base["space"] = args.space
+    cfg = BenchConfig(**base)
+    if cfg.batch_size is None:
+        cfg = dataclasses.replace(cfg, batch_size=task_of(get_space(cfg.space)).train_defaults["batch_size"])
+    fr = cfg.fractions
+    if not fr or any(not 0 < f < 1 for f in fr) or any(b >= a for a, b in zip(fr, fr[1:])):
+        raise SystemExit(f"--fractions {','.join(map(str, fr))}: expected strictly descending values in (0, 1)")
+    for name in ("seeds", "epochs", "candidates", "layers", "scratch_seeds", "finetune_steps", "v1_steps",
+                 "calib_batches"):
+        if getattr(cfg, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected >= 1")
+    if cfg.ablation_seeds < 0 or cfg.scratch_seeds > cfg.seeds:
+        raise SystemExit(f"--ablation-seeds must be >= 0 and --scratch-seeds <= --seeds ({cfg.seeds})")
+    return cfg
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke scale: tiny training and searches (< 3 min)")
+    p.add_argument("--space", default="mbv3-tiny", help=f"one of {', '.join(SPACES)}")
+    p.add_argument("--quick", action="store_true", help="smoke scale: tiny training and searches (< 4 min)")
     p.add_argument("--seeds", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--train-per-seed", action="store_true", default=None,
-                   help="train the super-network and the plain network once per seed (default: once, shared)")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--target-fraction", type=float)
+    p.add_argument("--fractions", type=_fractions, help="latency targets as fractions of the max network's, "
+                   "descending (default 0.75,0.55,0.40)")
     p.add_argument("-J", "--candidates", type=int)
     p.add_argument("-L", "--layers", type=int)
+    p.add_argument("--land-budget", type=int)
     p.add_argument("--initial-reduction", type=float)
     p.add_argument("--min-reduction", type=float)
     p.add_argument("--v1-initial-reduction", type=float)
@@ -599,14 +650,16 @@ def parse_args(argv):
     p.add_argument("--v1-steps", type=int)
     p.add_argument("--finetune-steps", type=int)
     p.add_argument("--val-batches", type=int)
+    p.add_argument("--scratch-seeds", type=int)
+    p.add_argument("--ablation-seeds", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--no-throughput", action="store_true")
-    p.add_argument("--land", action="store_true", help="every MCD run with its landing phase (default: MCD alone)")
-    p.add_argument("--db", help="LUT (default: demo_out/lut.sqlite, then runs/bench_lut/mbv3-tiny-tflite-full.sqlite)")
+    p.add_argument("--metric", choices=("latency", "macs"), help="constraint (default latency: a LUT)")
+    p.add_argument("--throughput", action="store_true", help="also measure LUT/scoring/training throughput")
+    p.add_argument("--db", help="LUT (default: a known path holding this space, else built by ensure_lut)")
     p.add_argument("--device", help="device_id of the LUT slice (default: this host's local agent)")
     p.add_argument("--runtime", default="tflite")
-    p.add_argument("--workdir", default="runs/bench_search", help="training runs and search folders (kept)")
-    p.add_argument("--out", help="JSON path (default: benchmarks/results/bench_search-<date>.json)")
+    p.add_argument("--workdir", default="runs/bench_search", help="LUT, training runs and search folders (kept)")
+    p.add_argument("--out", help="JSON path (default: benchmarks/results/bench_search-<space>-<date>.json)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -616,45 +669,56 @@ def main(argv=None) -> int:
     cfg = build_config(args)
     torch.set_num_threads(cfg.threads)
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
-    from benchmarks.bench_lut import machine, versions
-    from search.spaces import get_space
     space = get_space(cfg.space)
-    latency = resolve_latency(args, space)
-    log(latency["note"])
+    task = task_of(space)
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%d-%H%M%S")
-    work = Path(args.workdir) / stamp
+    work_root = Path(args.workdir)
+    work = work_root / f"{cfg.space}-{stamp}"
     t0 = time.perf_counter()
-    data = Data(cfg, space)
-    seeds, supernet = [], None
-    trained = None
-    if not cfg.train_per_seed:
-        log(f"training once (seed 0), shared by the {cfg.seeds} search seeds")
-        trained = train_both(cfg, space, 0, work / "train", log)
-    for seed in range(cfg.seeds):
-        rec = run_seed(seed, cfg, space, latency, data, work / f"seed{seed}", log, trained)
-        supernet = supernet or rec["_supernet"]
-        seeds.append({k: v for k, v in rec.items() if k != "_supernet"})
-    tp = throughput(cfg, space, latency, supernet, data, log) if cfg.throughput else None
-    summary = summarize(seeds)
-    summary["target"] = spread([s["limit"] for s in seeds])
-    summary["train_images_per_s"] = {
-        "od": spread([statistics.mean(s["supernet_train"]["images_per_s"]) for s in seeds]),
-        "plain": spread([statistics.mean(s["plain_train"]["images_per_s"]) for s in seeds])}
+    latency = resolve_constraint(args, cfg, space, work_root, log)
+    log(latency["note"])
+    with Clock() as run_clock:
+        data = Data(cfg, space, task)
+        log(f"training once (seed 0, {cfg.epochs} epochs each), shared by the {cfg.seeds} search seeds")
+        sn = train_one(cfg, space, work / "train" / "supernet", True, log)
+        plain = train_one(cfg, space, work / "train" / "plain", False, log)
+        max_value = latency["make"]().value(space.max_config())
+        limits = [f * max_value for f in cfg.fractions]
+        log(f"targets: {', '.join(f'{v:.4g}' for v in limits)} {latency['unit']} "
+            f"({', '.join(f'{f:.0%}' for f in cfg.fractions)} of {max_value:.4g})")
+        seeds = [run_seed(seed, cfg, space, task, latency, limits, data, sn["net"], plain["net"],
+                          work / f"seed{seed}", log) for seed in range(cfg.seeds)]
+        log("from scratch (same epochs and recipe, seed 0)")
+        scratch = _scratch_all(cfg, space, task, seeds, data, log)
+        middle = limits[len(limits) // 2]
+        log(f"CBC x L ablation at {middle:.4g} ({cfg.ablation_seeds} seeds)")
+        ablation = [run_ablation(seed, cfg, space, task, latency, middle, data, sn["net"], work / f"ablation{seed}",
+                                 log) for seed in range(cfg.ablation_seeds)]
+        tp = throughput(cfg, space, task, latency, sn["net"], data, sn, plain, log) if cfg.throughput else None
+    summary = summarize(cfg, task, seeds, scratch, ablation, sn, plain)
     result = {"benchmark": "bench_search", "date": started.isoformat(timespec="seconds"), "space": space.name,
-              "data": "builtin", "machine": machine(), "versions": versions(),
+              "task": task.name, "score_metric": task.score_metric, "headline": list(task.headline),
+              "data": task.default_data, "machine": machine(), "versions": versions(),
               "threads": {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
               "command": "python -m benchmarks.bench_search " + " ".join(argv if argv is not None else sys.argv[1:]),
               "settings": asdict(cfg),
               "schedule": {"mcd": asdict(cfg.schedule()), "netadapt_v1": asdict(cfg.v1_schedule())},
               "latency": {k: v for k, v in latency.items() if k not in ("make", "table")},
-              "workdir": str(work), "seeds": seeds, "summary": summary, "throughput": tp,
-              "wall_s": time.perf_counter() - t0}
+              "max_value": max_value, "limits": limits,
+              "training": {"supernet": {k: sn[k] for k in ("time", "last_epoch", "epoch_seconds", "images_per_s")},
+                           "plain": {k: plain[k] for k in ("time", "last_epoch", "epoch_seconds", "images_per_s")},
+                           "shared_by_all_seeds": True, "seed": 0},
+              "workdir": str(work), "seeds": seeds, "scratch": scratch, "ablation": ablation,
+              "summary": summary, "throughput": tp, "wall_s": time.perf_counter() - t0,
+              "wall_s_without_lut_build": run_clock.wall}
     result["machine"]["load_avg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print("\n".join(table_lines(result)))
-    path = Path(args.out) if args.out else RESULTS / f"bench_search-{stamp}.json"
+    path = Path(args.out) if args.out else RESULTS / f"bench_search-{cfg.space}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
     print(f"wrote {path}")
     return 0
 
