@@ -294,7 +294,7 @@ def train_scratch(cfg: BenchConfig, space, config, task, data: Data, log) -> dic
     with Clock() as clock:
         result = train_from_scratch(space, config, cfg.epochs, 0, data_spec=task.default_data,
                                     batch_size=cfg.batch_size, steps_per_epoch=cfg.steps_per_epoch,
-                                    log=lambda _line: None)
+                                    log=lambda _line: None, evaluate=False)
     val = task.evaluate(result.model, data.val, max_batches=cfg.val_batches)
     return {"config": _config_dict(config), "time": clock.dict(), "reported_time": result.time,
             "train_metrics": result.train_metrics, "val": val, "score": task.score(val)}

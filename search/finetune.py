@@ -9,6 +9,9 @@ metrics after each epoch), used by `finetune` (the searched network of a search 
 task (`search/tasks.py`) picks data, loop and metrics: SGD + top-1 for classification
 (`search/classification/train.py`), AdamW masked L1 + RMSE / δ1 for depth
 (`search/depth/train.py`); both loops run on `search.optim.fit`.
+`train_searched_from_scratch` (`nas-search finetune --from-scratch`) is the reference: the
+same architecture trained alone from fresh weights with the super-network's recipe
+(`search/scratch.py`).
 """
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ from search.checkpoint import load_supernet
 from search.data import make_loader
 from search.errors import SearchError
 from search.evaluate import recalibrate_bn
+from search.scratch import train_from_scratch
 from search.spaces.space import SubnetConfig
 from search.tasks import Task, task_of
 
 FINETUNED, FINETUNE_LOG = "finetuned.pt", "finetune.json"
+SCRATCH, SCRATCH_LOG = "scratch.pt", "scratch.json"  # `nas-search finetune --from-scratch`
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,44 @@ def finetune(search_dir: str | Path, cfg: FinetuneConfig | None = None, supernet
     (out / FINETUNE_LOG).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     log("val " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in task_.headline)
         + f"; weights in {out / FINETUNED}")
+    return record
+
+
+def train_searched_from_scratch(search_dir: str | Path, epochs: int | None = None, seed: int = 0,
+                                batch_size: int | None = None, steps_per_epoch: int | None = None,
+                                val_batches: int | None = None, supernet_path=None, data: str | None = None,
+                                log: Callable[[str], None] = print, task: str | None = None) -> dict:
+    """The searched architecture trained alone from fresh weights (`search.scratch.train_from_scratch`):
+    the network a user would have trained anyway, the reference the fine-tuned one must beat.
+
+    Same recipe, data, train split (``--holdout``) and, for `epochs` None, epochs as the
+    super-network the search used (its checkpoint's ``train_config``). Writes ``scratch.pt``
+    (state_dict) and ``scratch.json`` (``val_<m>`` of the task's headline metrics, per-epoch
+    training loss, ``time_s`` / ``cpu_s`` of the training, the recipe); ``finetuned.pt`` is
+    left alone.
+    """
+    out = Path(search_dir)
+    space, config, _, meta, final = searched_model(out, supernet_path)
+    task_ = task_of(space, task)
+    train_cfg = dict(meta.get("train_config") or {})
+    data = data or (final.get("meta") or {}).get("data") or train_cfg.get("data") or task_.default_data
+    epochs = epochs if epochs is not None else train_cfg.get("epochs")
+    if epochs is None:
+        raise SearchError(f"{search_dir}: the super-network checkpoint records no training epochs; pass --epochs")
+    result = train_from_scratch(space, config, epochs, seed, data, batch_size, steps_per_epoch,
+                                lambda line: log(f"{space.name} searched network {line}"),
+                                holdout=train_cfg.get("holdout"), val_batches=val_batches)
+    torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, out / SCRATCH)
+    metrics = result.train_metrics
+    record = {"init": "scratch", "data": data, "train_images": metrics["train_images"],
+              **{f"val_{k}": metrics[f"val_{k}"] for k in task_.headline},
+              "epochs": metrics["history"], "time_s": round(result.time["wall_s"], 2),
+              "cpu_s": round(result.time["cpu_s"], 2), "weights": SCRATCH,
+              "recipe": {k: metrics[k] for k in ("epochs", "steps_per_epoch", "batch_size", "optimizer", "lr",
+                                                  "weight_decay", "warmup_epochs", "label_smoothing", "seed")}}
+    (out / SCRATCH_LOG).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    log("trained from scratch: val " + ", ".join(f"{k} {metrics[f'val_{k}']:.4f}" for k in task_.headline)
+        + f"; weights in {out / SCRATCH}")
     return record
 
 

@@ -7,7 +7,7 @@ fair, `train_from_scratch` trains with the super-network's own recipe (`search/t
 rate `SGD_LR_PER_128` x batch / 128 for SGD or AdamW's, weight decay, one warm-up epoch then
 cosine to 0, label smoothing, channels-last), the task's augmentation and loss, the same
 train split (its holdout excluded, so a network trained here never sees the images MCD
-scores with) and the same seeded data order and augmentation stream (`_epoch_generator`).
+scores with) and the same seeded data order and augmentation stream (`epoch_generator`).
 What it drops is what only a super-network needs: OD draws, grouped BN, max-network warm-up.
 
     model = space.build_subnet(config)         # fresh init, seeded: no super-network weight
@@ -35,7 +35,7 @@ from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
 from search.spaces import SearchSpace, get_space
 from search.spaces.space import SubnetConfig
 from search.tasks import task_of
-from search.train import TrainConfig, _autocast, _epoch_generator
+from search.train import TrainConfig, autocast_for, epoch_generator
 
 
 @dataclass
@@ -106,7 +106,7 @@ def train_from_scratch(space: SearchSpace | str, config: SubnetConfig, epochs: i
         loader.sampler.set_epoch(epoch)
         if hasattr(train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
             train_set.set_epoch(epoch)
-        g = _epoch_generator(cfg.seed, epoch, 0)
+        g = epoch_generator(cfg.seed, epoch, 0)
         for x, y in loader:
             yield task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=fmt), y.to(dev)
 
@@ -132,7 +132,7 @@ def train_from_scratch(space: SearchSpace | str, config: SubnetConfig, epochs: i
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     fit(model, loss, optimizer, batches, range(cfg.epochs), scheduler=scheduler, steps_per_epoch=steps,
-        scaler=scaler if use_amp else None, autocast=lambda: _autocast(dev, use_amp), on_step=on_step,
+        scaler=scaler if use_amp else None, autocast=lambda: autocast_for(dev, use_amp), on_step=on_step,
         on_epoch=on_epoch)
     spent = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
     model.eval()

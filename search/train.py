@@ -269,7 +269,7 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
         run.loader.sampler.set_epoch(epoch)
         if hasattr(run.train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
             run.train_set.set_epoch(epoch)
-        g = _epoch_generator(cfg.seed, epoch, info.rank)
+        g = epoch_generator(cfg.seed, epoch, info.rank)
         warmup = epoch < cfg.od_warmup_epochs
         distilling["now"] = cfg.distill and not warmup
         for x, y in run.loader:
@@ -318,7 +318,7 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
     show_progress = cfg.progress and info.is_main
     fit(run.model, loss, run.optimizer, batches, epochs,
         forward=lambda inputs: run.model(*inputs), scheduler=run.scheduler, steps_per_epoch=run.steps,
-        scaler=run.scaler, autocast=lambda: _autocast(dev, run.use_amp), on_step=on_step, on_epoch=on_epoch,
+        scaler=run.scaler, autocast=lambda: autocast_for(dev, run.use_amp), on_step=on_step, on_epoch=on_epoch,
         progress=(lambda epoch: f"epoch {epoch + 1}/{cfg.epochs}") if show_progress else None)
     return record
 
@@ -355,11 +355,13 @@ def _last_good(checkpoint: Path, failed_epoch: int) -> str:
     return f"kept the last good checkpoint {checkpoint} (after epoch {failed_epoch})"
 
 
-def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The augmentation stream of one epoch on one rank (super-network and from-scratch training share it)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast_for(device: torch.device, enabled: bool):
+    """bf16 (fp16 where bf16 is missing) autocast on CUDA when `enabled`; a no-op context on CPU."""
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
