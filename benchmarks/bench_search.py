@@ -9,7 +9,7 @@ Runtime on this project's 2-core Xeon VM (1 torch thread), measured per phase on
 with 4-7 other jobs running (`--epochs 1 --seeds 1 --ablation-seeds 1`: 874 s for mbv3-tiny)
 and scaled to the defaults: mbv3-tiny (E = 5) ~51 min loaded, ~43 min on a quiet host;
 fastdepth-tiny (E = 10, 5 ablation seeds) ~38 min loaded (its `--epochs 1 --seeds 1
---ablation-seeds 1` run: 431 s; see `EPOCH_SECONDS` and the cost model below). A LUT built
+--ablation-seeds 1` run: 431 s; the cost model below). A LUT built
 on the first run of a fresh clone adds its own build time (recorded apart, not in either
 method's time). The cost model (wall s, loaded host): training 2 x E x 50 (OD and plain);
 from scratch 6 x E x ~23 (smaller networks, plain training); per seed ~470 (MCD chain 67,
@@ -110,12 +110,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: LUTs looked for before building one (the first with a complete slice of the space for this host wins)
 DEFAULT_DBS = {"mbv3-tiny": ("demo_out/lut.sqlite", "runs/bench_lut/mbv3-tiny-tflite-full.sqlite")}
 SPACES = ("mbv3-tiny", "fastdepth-tiny")
-#: Wall seconds per training epoch measured on this project's 2-core VM, 1 torch thread, 4-7 other jobs
-#: running (CPU seconds ~0.6x), for sizing the defaults: mbv3-tiny builtin (70 steps of 128), OD and plain
-#: max network ~50 (CPU ~30), a scratch network ~12-33 by size; fastdepth-tiny builtin-depth (250 steps of
-#: 8) ~15-18 (CPU ~15; 8-9 on a quiet host, docs/depth.md).
-EPOCH_SECONDS = {"mbv3-tiny": {"od": 50, "plain": 50, "scratch": 23}, "fastdepth-tiny": {"od": 18, "plain": 15}}
-
 # Per-space defaults of the fields left None in BenchConfig: the depth task trains on batches of 8
 # (250 steps an epoch), so its fine-tunes and V1's proposal fine-tunes take more (cheaper) steps.
 SPACE_DEFAULTS = {
@@ -132,7 +126,7 @@ class BenchConfig:
     space: str = "mbv3-tiny"
     seeds: int = 3  # search + fine-tune seeds 0..seeds-1 (training is shared, seed 0)
     epochs: int | None = None  # super-network, plain max network and every scratch network (the same E);
-    # mbv3-tiny 6: 8 trainings (SN, plain, 2 x 3 scratch) + searches fit 55 min; the max network is at
+    # mbv3-tiny 5: 8 trainings (SN, plain, 2 x 3 scratch) + searches fit 55 min; the max network is at
     # ~0.6 val top-1 there (0.75 at 10 epochs, the demo's); fastdepth-tiny 10 (~9 s each)
     steps_per_epoch: int | None = None  # cap (None: whole epoch)
     batch_size: int | None = None  # None: the task's (classification 128, depth 8), training and fine-tunes

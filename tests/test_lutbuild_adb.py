@@ -17,13 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.adbd_endpoint` under any import mode
 from tests.adbd_endpoint import start_endpoint  # noqa: E402
 
 from lut_db.schema import open_lut  # noqa: E402
-from profiler.cli import cli  # noqa: E402
+from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
 SPACE = "test-adb-micro"
@@ -89,23 +88,12 @@ def pub(key: Path) -> Path:
     return Path(str(key) + ".pub")
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def build_args(db, cache, key, *devices, batch_size=6):
     args = ["build", "--space", SPACE, "--runtime", "onnx", "--db", db, "--cache-dir", cache, "--quiet",
             "--transport", "adb-shell", "--adb-key", key, "--batch-size", batch_size, "--repeats", 1, "--jobs", 1]
     for d in devices:
         args += ["--device", d]
     return args
-
-
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("lutbuild: error: ")
-    return lines[0]
 
 
 def rows(db: Path, device_id: str | None = None) -> dict[str, tuple]:

@@ -12,25 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.schema import open_lut
 from lut_db.writer import LutWriter, MeasurementRow
 from profiler.cli import cli
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.lutbuild_helpers` under any import mode
+from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
+
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result_or_stderr: str) -> str:
-    lines = [line for line in result_or_stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("lutbuild: error: ")
-    return lines[0]
 
 
 def digest(path: Path) -> str:

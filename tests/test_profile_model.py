@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.adbd_endpoint` under any import mode
 from tests.adbd_endpoint import start_endpoint  # noqa: E402
@@ -21,23 +20,12 @@ from tests.adbd_endpoint import start_endpoint  # noqa: E402
 from device_agents.adb_keys import ensure_key  # noqa: E402
 from device_agents.adb_batch import BatchPlan, runner_script, tool_command  # noqa: E402
 from device_agents.contract import BadTiming, BenchmarkSettings, OpProfile, OpTiming  # noqa: E402
-from profiler.cli import cli  # noqa: E402
+from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
 from profiler.errors import ProfilerError  # noqa: E402
 from profiler.export import export_module  # noqa: E402
 from profiler.model_files import check_model_file, is_onnx  # noqa: E402
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("lutbuild: error: ")
-    return lines[0]
 
 
 class SmallNet(torch.nn.Module):

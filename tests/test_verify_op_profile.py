@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.adbd_endpoint` under any import mode
 from tests.adbd_endpoint import start_endpoint  # noqa: E402
@@ -22,24 +21,13 @@ from tests.adbd_endpoint import start_endpoint  # noqa: E402
 from device_agents.adb_keys import ensure_key  # noqa: E402
 from device_agents.contract import OpProfile, OpTiming  # noqa: E402
 from lut_db.reader import LatencyTable  # noqa: E402
-from profiler.cli import cli  # noqa: E402
+from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
 from profiler.op_join import join_network, profiler_cost, summarize  # noqa: E402
 from profiler.spaces import resolve_space  # noqa: E402
 from profiler.verify import draw_subnets  # noqa: E402
 from search.spaces.config import SubnetConfig  # noqa: E402
 
 SPACE = "test-op-micro"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("lutbuild: error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
