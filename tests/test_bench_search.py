@@ -146,3 +146,20 @@ def test_missing_db_is_one_line_error(tmp_path):
     cfg = bench_search.build_config(args)
     with pytest.raises(SystemExit, match="--db"):
         bench_search.resolve_constraint(args, cfg, get_space("mbv3-tiny"), tmp_path, lambda _l: None)
+
+
+def test_a_target_under_the_smallest_network_stops_before_training(tmp_path):
+    db = synth_lut(tmp_path / "lut.sqlite", "fastdepth-tiny")
+    space = get_space("fastdepth-tiny")
+    table = LatencyTable.load(db, DEVICE, "tflite", DEFAULT_RUNTIME_OPTIONS)
+    metric = LutLatencyMetric(space, table)
+    floor = metric.value(space.min_config()) / metric.value(space.max_config())
+    args = bench_search.parse_args(["--space", "fastdepth-tiny", "--db", str(db), "--device", DEVICE,
+                                    "--fractions", f"0.99,{floor * 0.9:.4f}"])
+    cfg = bench_search.build_config(args)
+    latency = bench_search.resolve_constraint(args, cfg, space, tmp_path, lambda _l: None)
+    with pytest.raises(SystemExit, match="smallest network of fastdepth-tiny"):
+        bench_search.check_reachable(cfg, space, latency)
+    ok = bench_search.build_config(bench_search.parse_args(["--space", "fastdepth-tiny", "--fractions",
+                                                            f"0.99,{min(0.98, floor * 1.05):.4f}"]))
+    bench_search.check_reachable(ok, space, latency)  # above the floor: no exit
