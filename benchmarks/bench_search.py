@@ -5,16 +5,11 @@
     .venv/bin/python -m benchmarks.bench_search --quick                # smoke scale (< 4 min; figures meaningless)
     .venv/bin/python -m benchmarks.bench_search --db lut.sqlite [--device ID] [--seeds 3] [--epochs N]
 
-Runtime on this project's 2-core Xeon VM (1 torch thread), measured per phase on 2026-12-01
-with 4-7 other jobs running (`--epochs 1 --seeds 1 --ablation-seeds 1`: 874 s for mbv3-tiny)
-and scaled to the defaults: mbv3-tiny (E = 5) ~51 min loaded, ~43 min on a quiet host;
-fastdepth-tiny (E = 10, 5 ablation seeds) ~38 min loaded (its `--epochs 1 --seeds 1
---ablation-seeds 1` run: 431 s; the cost model below). A LUT built
-on the first run of a fresh clone adds its own build time (recorded apart, not in either
-method's time). The cost model (wall s, loaded host): training 2 x E x 50 (OD and plain);
-from scratch 6 x E x ~23 (smaller networks, plain training); per seed ~470 (MCD chain 67,
-V1 for 3 targets 227, random baselines 71, 12 fine-tunes 80, evaluations ~25); per
-ablation seed ~140 (4 MCD runs with landing).
+Runtime at the defaults (1 torch thread, this project's 2-core Xeon VM; figures and JSON files
+in docs/benchmarks.md, "Search at convergence"): mbv3-tiny about 40 minutes on a fresh clone
+(LUT built first: under a minute with a warm export cache, ~10 minutes cold), fastdepth-tiny
+about 18. The budget goes to training (SN, plain, 6 networks trained alone), then per seed to
+V1's per-target searches, the baselines and the fine-tunes, then the ablation's MCD runs.
 
 Protocol (every setting lands in the JSON; `BenchConfig` says why each default is what it is):
 
