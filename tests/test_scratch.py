@@ -150,3 +150,9 @@ def test_finetune_from_scratch_writes_scratch_files_and_keeps_the_fine_tune(sear
     model.load_state_dict(state)  # the searched architecture, key for key
     assert not (searched / "finetuned.pt").exists()  # the fine-tune's files are not touched
     assert "trained from scratch: val acc" in stdout
+
+    code, _, err = run_nas_search(["report", "--search", searched], capsys)
+    assert code == 0, err
+    row = next(line for line in (searched / "report.md").read_text().splitlines()
+               if line.startswith("| searched, trained alone |"))
+    assert f"{record['val_acc']:.4f}" in row  # the trained-alone figure beside the fine-tuned one

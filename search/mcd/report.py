@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.export_searched import EXPORT_LOG
-from search.finetune import FINETUNE_LOG
+from search.finetune import FINETUNE_LOG, SCRATCH_LOG
 from search.spaces import get_space
 from search.spaces.space import SearchSpace, SubnetConfig
 from search.tasks import Task, task_of
@@ -50,6 +50,7 @@ class ReportInputs:
     final: dict  # final.json
     history: list[dict]  # history.jsonl
     finetune: dict | None  # finetune.json (None: not fine-tuned yet)
+    scratch: dict | None  # scratch.json of `finetune --from-scratch` (None: not trained alone)
     export: dict | None  # export.json (None: not exported yet)
     measured: dict  # measured.json: {runtime: {median_ms, cov, n, device}} ({}: not measured)
     baselines: dict  # baselines.json: {name: BaselineResult.to_dict()} ({}: none computed)
@@ -62,7 +63,8 @@ class ReportInputs:
         final = files.finished(_unfinished_hint(search_dir))
         space = get_space(final["space"])
         task = task_of(space, score_metric=(final.get("meta") or {}).get("score"))
-        return cls(final, files.history(), read_json(search_dir / FINETUNE_LOG), read_json(search_dir / EXPORT_LOG),
+        return cls(final, files.history(), read_json(search_dir / FINETUNE_LOG), read_json(search_dir / SCRATCH_LOG),
+                   read_json(search_dir / EXPORT_LOG),
                    read_json(search_dir / MEASURED) or {}, read_json(search_dir / BASELINES_FILE) or {}, space, task)
 
     @property
@@ -222,6 +224,10 @@ def _table_lines(inputs: ReportInputs, measured: dict | None) -> list[str]:
              *task.report_finetune(inputs.finetune), f"{lut:.3f}" if lut is not None else "-", meas,
              f"{final['macs'] / 1e6:.2f}", f"{final['depth']:.2f}", str(scored)]
     lines.append("| " + " | ".join(cells) + " |")
+    if inputs.scratch:  # the same architecture trained alone: the reference the fine-tuned figure must beat
+        cells = ["searched, trained alone", *["-"] * len(task.report_holdout_headers),
+                 *task.report_finetune(inputs.scratch), *cells[-5:-1], "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     for name, b in sorted(inputs.baselines.items()):
         cfg = SubnetConfig.from_dict(b["config"])
         lat = b["values"].get("latency_ms")
