@@ -70,6 +70,8 @@ def runner_script(plan: BatchPlan, s: BenchmarkSettings, cpus: str) -> str:
         args += ["--cpus", cpus]
     if s.op_profile:
         args.append("--op-profile")
+    if s.ort_opt != "all":  # ONNX Runtime graph optimization level (part of the slice)
+        args += ["--ort-opt", s.ort_opt]
     return "\n".join([
         "#!/system/bin/sh",
         "rm -f results.jsonl",
@@ -80,6 +82,11 @@ def runner_script(plan: BatchPlan, s: BenchmarkSettings, cpus: str) -> str:
 
 def runner_list_file(plan: BatchPlan) -> str:
     return "".join(f"{n}\n" for n in plan.device_names)
+
+
+#: onnxruntime_perf_test `-o` levels (0 disable, 1 basic, 2 extended, 99 all, its default):
+#: the default level adds no flag, so the command of an existing slice is unchanged.
+ORT_PERF_TEST_LEVEL_FLAGS = {"all": [], "extended": ["-o", "2"], "basic": ["-o", "1"]}
 
 
 def tool_command(runtime: str, binary: str, model: str, s: BenchmarkSettings) -> list[str]:
@@ -93,7 +100,7 @@ def tool_command(runtime: str, binary: str, model: str, s: BenchmarkSettings) ->
                 *(["--enable_op_profiling=true"] if s.op_profile else [])]
     if runtime == "onnx":
         return [binary, "-I", "-e", "cpu", "-m", "times", "-r", str(s.min_runs),
-                "-x", str(s.threads), model]
+                "-x", str(s.threads), *ORT_PERF_TEST_LEVEL_FLAGS[s.ort_opt], model]
     raise AgentError(f"unknown runtime {runtime!r} (tflite or onnx)")
 
 

@@ -36,6 +36,8 @@ class BenchmarkSettings:
     threads: int = 1  # single-threaded unless asked: what the LUT is comparable across
     delegate: str = "xnnpack"  # TFLite's default CPU path on Android; "gpu": the phone's GPU delegate
     gpu_precision_loss: bool = False  # delegate "gpu": fp16 arithmetic allowed (gpu_delegate.gpu_flags)
+    # ONNX Runtime graph optimization level (runner.ORT_OPT_LEVELS): "all" (ORT_ENABLE_ALL), "extended", "basic"
+    ort_opt: str = "all"
     warmup_runs: int = 10  # first runs pay allocation and cache misses
     min_runs: int = 50  # enough runs for a stable median and p10/p90
     max_runs: int = 1000  # cap for very small layers

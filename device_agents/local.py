@@ -128,6 +128,8 @@ class LocalAgent:
             ]
             if settings.op_profile:
                 args.append("--op-profile")
+            if settings.ort_opt != "all":  # ONNX Runtime graph optimization level (part of the slice)
+                args += ["--ort-opt", settings.ort_opt]
             proc = self._run_runner(args, cpus=cpus, allow_fail=True)
             lines = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
         state_after = device_state.read_state()

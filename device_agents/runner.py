@@ -8,6 +8,7 @@ Termux phone and run it there, and the local agent runs it in a fresh process pe
 Usage::
 
     python runner.py --runtime tflite|onnx [--threads 1] [--delegate xnnpack|none]
+        [--ort-opt all|extended|basic]
         [--warmup 10] [--min-runs 50] [--max-runs 1000] [--min-seconds 0.05]
         [--repeats 1] [--cpus 3] [--seed 0] --out results.jsonl
         [--list-file models.txt] [--op-profile] [MODEL ...]
@@ -16,6 +17,7 @@ Output (JSON Lines, flushed after every line, so a partial file is usable):
 
 * line 1, the header: ``{"header": true, "runtime": "tflite", "runtime_version": ...,
   "python": ..., "numpy": ..., "threads": 1, "delegate": "xnnpack", "cpus": [3] or null,
+  ONNX only: "ort_opt": "all" | "extended" | "basic" (the session's graph optimization level),
   "protocol": {...the timing options...}}``
 * one line per model, in the order the models were given:
   ``{"index": 0, "name": "<basename>", "n": 50, "median_ms": ..., "mean_ms": ...,
@@ -71,6 +73,7 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.
 
 import argparse
 import bisect
+import functools
 import gc
 import json
 import platform
@@ -81,6 +84,10 @@ import numpy as np
 
 RUNTIMES = ("tflite", "onnx")
 DELEGATES = ("xnnpack", "none")
+#: ONNX Runtime graph optimization levels (`--ort-opt`) -> `ort.GraphOptimizationLevel` member.
+#: "all" keeps consecutive convolutions in the blocked NCHWc layout (a layer timed alone pays the
+#: reorders in and out); "extended" and "basic" leave the graph in NCHW (docs/lut.md).
+ORT_OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
 #: What `--op-profile` says for a runtime whose Python API has no per-operator profiler.
 OP_PROFILE_UNAVAILABLE = {
     "tflite": "LiteRT's Python interpreter has no per-operator profiler (on a phone, benchmark_model "
@@ -167,13 +174,13 @@ class TfliteModel:
 
 class OnnxModel:
     def __init__(self, path: str, threads: int, delegate: str, rng: np.random.Generator,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, ort_opt: str = "all"):
         ort, _ = _import_onnx()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[ort_opt])
         options.log_severity_level = 3  # errors only: warnings would land on the agent's stderr
         if profile_prefix:
             options.enable_profiling = True
@@ -315,6 +322,8 @@ def run_batch(models: list[str], args, out) -> None:
 
     rng = np.random.default_rng(args.seed)
     loader = _LOADERS[args.runtime]
+    if args.ort_opt != "all":  # ONNX only (_parse_args); the default keeps the loader's own default
+        loader = functools.partial(loader, ort_opt=args.ort_opt)
     loaded: dict[int, object] = {}
     for index, path in enumerate(models):
         try:
@@ -383,9 +392,13 @@ def _parse_args(argv):
     p.add_argument("--version", action="store_true", help="print the header line and exit")
     p.add_argument("--op-profile", action="store_true",
                    help="also report per-operator times of the timed runs (ONNX Runtime's profiler)")
+    p.add_argument("--ort-opt", choices=tuple(ORT_OPT_LEVELS), default="all",
+                   help="onnx: graph optimization level (all = ORT_ENABLE_ALL, extended, basic)")
     args = p.parse_args(argv)
     if args.min_runs < 1 or args.max_runs < args.min_runs or args.repeats < 1 or args.threads < 1:
         p.error("need 1 <= min-runs <= max-runs, repeats >= 1, threads >= 1")
+    if args.ort_opt != "all" and args.runtime != "onnx":
+        p.error("--ort-opt: only with --runtime onnx")
     return args
 
 
@@ -414,6 +427,7 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "threads": args.threads,
         "delegate": args.delegate if args.runtime == "tflite" else "cpu",
+        **({"ort_opt": args.ort_opt} if args.runtime == "onnx" else {}),
         "cpus": affinity if cpus else None,
         "protocol": {
             "warmup": args.warmup,

@@ -120,6 +120,8 @@ class RuntimeSpec:
     delegate: str = "xnnpack"  # "xnnpack", "none", "gpu" (phones), ...
     dtype: str = "float32"  # how the models are exported: "float32" or full-integer "int8"
     gpu_precision_loss: bool | None = None  # GPU delegate only (fp16 allowed); None: not a GPU slice
+    # ONNX Runtime's graph optimization level: "all" (ORT_ENABLE_ALL, the default), "extended", "basic"
+    ort_opt: str = "all"
 
     @property
     def options(self) -> str:
@@ -127,11 +129,14 @@ class RuntimeSpec:
 
         `threads=N;delegate=D` as it always was for float32 CPU slices (every existing LUT keeps
         its slices); a GPU slice adds `;gpu_precision_loss=true|false`, an int8 one `;dtype=int8`,
-        so float32, int8 and GPU slices of one device sit side by side in one LUT file."""
+        so float32, int8 and GPU slices of one device sit side by side in one LUT file. An ONNX
+        slice measured below ORT_ENABLE_ALL ends in `;ort_opt=extended|basic` (the default level
+        is omitted, so every existing options string stays byte-identical)."""
         text = f"threads={self.threads};delegate={self.delegate}"
         if self.gpu_precision_loss is not None:
             text += f";gpu_precision_loss={'true' if self.gpu_precision_loss else 'false'}"
-        return text if self.dtype == "float32" else f"{text};dtype={self.dtype}"
+        text = text if self.dtype == "float32" else f"{text};dtype={self.dtype}"
+        return text if self.ort_opt == "all" else f"{text};ort_opt={self.ort_opt}"
 
 
 #: Prefix of every generic key (`GenericKey.key`); no `LayerConfig` key starts with it (no op kind is named so).

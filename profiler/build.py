@@ -56,7 +56,7 @@ def build_lut(space, agents, db_path: str | Path, runtime: str, options: BuildOp
         raise ProfilerError("no device to build on")
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
-                  gpu_precision_loss=options.gpu_precision_loss)
+                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt)
     plan = make_plan(space, options.plan)
     devices = connect_devices(agent_list, runtime, options, name_errors=several)
     db = open_lut_for_writing(db_path)

@@ -82,7 +82,8 @@ def run_build(db: Database, space_name: str, plan: Plan, devices: Sequence[Devic
     slices = open_slices(db, writer, space_name, plan, devices, options)
     runtime = slices[0].device.rt.name
     settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
-                                  **{"gpu_precision_loss": options.gpu_precision_loss, **options.settings})
+                                  **{"gpu_precision_loss": options.gpu_precision_loss, "ort_opt": options.ort_opt,
+                                     **options.settings})
     run = _Run(options, settings, several, start)
     run.host_cpu = threading.Lock() if any(s.device.on_host for s in slices) else None
     result = MultiBuildReport([s.report for s in slices])

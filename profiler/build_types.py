@@ -18,6 +18,7 @@ class BuildOptions:
     delegate: str = "xnnpack"  # TFLite only: "xnnpack" (Android's CPU default) or "none"
     dtype: str = "float32"  # "int8": full-integer models, a separate slice (`;dtype=int8`, quantize.py)
     gpu_precision_loss: bool = False  # delegate "gpu" (phones): fp16 arithmetic allowed, part of the slice
+    ort_opt: str = "all"  # ONNX Runtime graph optimization level ("extended", "basic": `;ort_opt=...` slice)
     batch_size: int = 32  # models per benchmark process and per committed transaction
     repeats: int = 3  # interleaved passes over a batch (drift spreads over its models)
     drift_pct: float = 5.0  # re-measure a batch whose reference layer drifts more (%)

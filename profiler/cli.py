@@ -47,7 +47,7 @@ from .model_graph import parse_input_shape
 from .predict_model import PredictOptions, predict_model
 from .plot_ops import plot_op_profile
 from .profile_model import ProfileOptions, check_request, format_profile, profile_model
-from .runtimes import DEFAULT_CACHE_DIR, DTYPES, RUNTIMES, TFLITE_DELEGATES
+from .runtimes import DEFAULT_CACHE_DIR, DTYPES, ORT_OPT_LEVELS, RUNTIMES, TFLITE_DELEGATES
 from .show import show_lut
 from .spaces import resolve_space
 from .verify import VerifyOptions, verify_lut
@@ -106,6 +106,9 @@ def _common(f):
                      help="--delegate gpu: allow fp16 arithmetic (slice option gpu_precision_loss=true)"),
         click.option("--quantize", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="int8: full-integer TFLite / QDQ ONNX models, a separate LUT slice (dtype=int8)"),
+        click.option("--ort-opt", type=click.Choice(tuple(ORT_OPT_LEVELS)), default="all", show_default=True,
+                     help="ONNX: graph optimization level (all = ORT_ENABLE_ALL; extended/basic keep NCHW, "
+                          "a separate LUT slice ort_opt=...); refused for TFLite"),
         click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
                      help="export worker processes"),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
@@ -157,13 +160,13 @@ def devices(devices, key_path, auth_timeout_s) -> None:
               help="interleaved passes over each batch")
 @click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True,
               help="measure at most this many keys in this run (tests)")
-def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, jobs, cache_dir, quiet, devices, binary,
-          runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit) -> None:
+def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, ort_opt, jobs, cache_dir, quiet, devices,
+          binary, runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit) -> None:
     """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
     options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, dtype=quantize,
                            gpu_precision_loss=gpu_precision_loss, batch_size=batch_size, repeats=repeats, limit=limit,
-                           cache_dir=cache_dir)
+                           cache_dir=cache_dir, ort_opt=ort_opt)
     devices = devices or (LOCAL,)
     # Every device connected (and authorized) before the LUT file is touched; any failure: one line, exit 1.
     agents = open_agents(devices, runtime,
@@ -198,8 +201,8 @@ def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, j
               help="write a predicted-vs-measured PNG here")
 @click.option("--op-profile", is_flag=True,
               help="also profile each network per operator: every layer's time inside it next to its LUT row")
-def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, jobs, cache_dir, quiet, device, binary,
-           runner, transport, key_path, auth_timeout_s, samples, seed, rounds, interpolate, json_path,
+def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, ort_opt, jobs, cache_dir, quiet, device,
+           binary, runner, transport, key_path, auth_timeout_s, samples, seed, rounds, interpolate, json_path,
            plot_path, op_profile) -> None:
     """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
     space = resolve_space(space)
@@ -208,7 +211,8 @@ def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, 
     try:
         options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, dtype=quantize,
                                 gpu_precision_loss=gpu_precision_loss, rounds=rounds,
-                                jobs=jobs, cache_dir=cache_dir, interpolate=interpolate, op_profile=op_profile)
+                                jobs=jobs, cache_dir=cache_dir, interpolate=interpolate, op_profile=op_profile,
+                                ort_opt=ort_opt)
         report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
     finally:
         agent.close()

@@ -6,7 +6,8 @@ and `verify_lut` go through them, so a verify always reads the slice its build w
 
 The options string (`RuntimeSpec.options`) is `threads=N;delegate=D` for float32 CPU models
 (as it always was), gains `;gpu_precision_loss=...` for the phone's GPU delegate and
-`;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), so such slices of one
+`;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), and `;ort_opt=extended|basic`
+for an ONNX slice measured below ORT_ENABLE_ALL (`--ort-opt`), so such slices of one
 device sit side by side in one LUT file. The layer keys are the same in all: the dtype of a
 slice is how its layers are exported, not another layer.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from device_agents.contract import BenchmarkSettings
 from device_agents.gpu_delegate import GPU
+from device_agents.runner import ORT_OPT_LEVELS
 from lut_db.layer_key import RuntimeSpec
 
 from .errors import ProfilerError, UnknownRuntime
@@ -25,7 +27,7 @@ RUNTIMES = ("tflite", "onnx")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 #: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
 TFLITE_DELEGATES = ("xnnpack", "none", GPU)
-__all__ = ["DEFAULT_CACHE_DIR", "DTYPES", "EXTENSIONS", "RUNTIMES", "TFLITE_DELEGATES",
+__all__ = ["DEFAULT_CACHE_DIR", "DTYPES", "EXTENSIONS", "ORT_OPT_LEVELS", "RUNTIMES", "TFLITE_DELEGATES",
            "benchmark_settings", "check_agent_delegate", "check_runtime", "slice_runtime"]
 #: Exported model files, shared by every LUT (and the ADB agents' work folder next to them).
 DEFAULT_CACHE_DIR = Path("~/.cache/netadaptv2/models")
@@ -39,13 +41,15 @@ def check_runtime(runtime: str) -> str:
 
 
 def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: str = "xnnpack",
-                  dtype: str = "float32", gpu_precision_loss: bool = False) -> RuntimeSpec:
+                  dtype: str = "float32", gpu_precision_loss: bool = False, ort_opt: str = "all") -> RuntimeSpec:
     """The `RuntimeSpec` (slice options) a build and a verify of `runtime` use.
 
     TFLite runs with `delegate` (XNNPACK, the CPU default on Android, or `none`: the builtin
     kernels); ONNX Runtime always with its CPU execution provider, written `delegate=cpu`.
     `dtype` (`quantize.DTYPES`) is how the models are exported: float32 or full-integer int8.
     `delegate="gpu"` (phones only, `check_agent_delegate`) adds `gpu_precision_loss=true|false`.
+    `ort_opt` (ONNX only, `ORT_OPT_LEVELS`): ONNX Runtime's graph optimization level; the
+    default "all" (ORT_ENABLE_ALL) is left out of the options string.
     """
     check_runtime(runtime)
     check_dtype(dtype, runtime)
@@ -54,9 +58,15 @@ def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: s
                             f"{', '.join(TFLITE_DELEGATES)}")
     if gpu_precision_loss and not (runtime == "tflite" and delegate == GPU):
         raise ProfilerError("--gpu-precision-loss: only with --runtime tflite --delegate gpu")
+    if ort_opt not in ORT_OPT_LEVELS:
+        raise ProfilerError(f"--ort-opt: unknown ONNX Runtime optimization level {ort_opt!r}, expected one of "
+                            f"{', '.join(ORT_OPT_LEVELS)}")
+    if ort_opt != "all" and runtime != "onnx":
+        raise ProfilerError(f"--ort-opt {ort_opt}: only with --runtime onnx (an ONNX Runtime graph optimization level)")
     return RuntimeSpec(name=runtime, version=version, threads=threads,
                        delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
-                       gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None)
+                       gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None,
+                       ort_opt=ort_opt)
 
 
 def check_agent_delegate(rt: RuntimeSpec, agent, label: str) -> None:

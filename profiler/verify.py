@@ -59,6 +59,7 @@ class VerifyOptions:
     delegate: str = "xnnpack"  # TFLite only: the slice's delegate (see runtimes.slice_runtime)
     dtype: str = "float32"  # "int8": whole networks exported full-integer, compared with the int8 slice
     gpu_precision_loss: bool = False  # delegate "gpu" (phones): fp16 arithmetic allowed, part of the slice
+    ort_opt: str = "all"  # ONNX Runtime graph optimization level ("extended", "basic": `;ort_opt=...` slice)
     rounds: int = 3  # benchmark processes per network (median of their medians)
     repeats: int = 3  # interleaved passes per round
     batch_size: int = 25  # networks per benchmark process
@@ -146,7 +147,8 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
     coverage = replace(coverage, cpu_fallback=len({c.key for c in target.space.all_layer_configs()}
                                                   & target.table.cpu_fallback.keys()))
     settings = benchmark_settings(runtime, options.threads, options.repeats, options.delegate,
-                                  **{"gpu_precision_loss": options.gpu_precision_loss, **options.settings})
+                                  **{"gpu_precision_loss": options.gpu_precision_loss, "ort_opt": options.ort_opt,
+                                     **options.settings})
     timings = _measure_networks(agent, target.space, configs, coverage.reference, settings, options, progress)
     report = _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
     if options.op_profile:  # after the timed rounds, which stay unprofiled (verify_ops.py)
@@ -161,14 +163,14 @@ def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) ->
     """Check the request and load the slice (user errors before any export)."""
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
-                  gpu_precision_loss=options.gpu_precision_loss)
+                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt)
     if options.op_profile and op_profile_refusal(runtime, agent):
         raise ProfilerError(op_profile_refusal(runtime, agent))
     if options.samples < 2:
         raise ProfilerError(f"--samples: expected at least 2 networks, got {options.samples}")
     info = agent.info()
     rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate, options.dtype,
-                       options.gpu_precision_loss)
+                       options.gpu_precision_loss, options.ort_opt)
     check_agent_delegate(rt, agent, device_label(agent))
     table = LatencyTable.load(db_path, info.device_id, runtime, rt.options, interpolate=options.interpolate)
     predictor = LatencyPredictor(space, table)  # raises naming a missing key before any export
