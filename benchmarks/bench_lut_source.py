@@ -26,7 +26,7 @@ from device_agents.contract import AgentError  # noqa: E402
 from device_agents.local import LocalAgent  # noqa: E402
 from lut_db import LatencyTable  # noqa: E402
 from lut_db.errors import UserError  # noqa: E402
-from profiler.build import BuildOptions, build_lut, slice_runtime  # noqa: E402
+from profiler.build import BuildOptions, build_lut  # noqa: E402
 from profiler.predictor import LatencyPredictor  # noqa: E402
 from search.spaces import get_space  # noqa: E402
 
@@ -49,14 +49,12 @@ def ensure_lut(space_name: str, db_path: str | Path, runtime: str = "tflite",
     agent = LocalAgent()
     try:
         report = build_lut(space, agent, db, runtime, options, progress=False, log=log)
-        device_id = agent.info().device_id
     finally:
         agent.close()
     if log is not None:
         log(report.summary())
-    rt = slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,
-                       gpu_precision_loss=options.gpu_precision_loss)
-    LatencyPredictor(space, LatencyTable.load(db, device_id, runtime, rt.options)).check()
+    # the slice the build wrote (its report names it: every slice option, ort_opt and dtype included)
+    LatencyPredictor(space, LatencyTable.load(db, report.device_id, runtime, report.runtime_options)).check()
     return db
 
 
