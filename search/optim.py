@@ -98,6 +98,25 @@ class Step:
     seconds: float  # since the epoch's start (s)
 
 
+@dataclass
+class EpochTally:
+    """Sums over one epoch's steps (reset at each epoch's first step): the loss and the task's
+    per-batch training figure weighted by images, and the images seen; `add` is an `on_step` body."""
+
+    loss_sum: float = 0.0
+    metric_sum: float = 0.0
+    seen: float = 0.0
+
+    def add(self, step: Step, metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> None:
+        """Count `step`; `metric(output, target)` is a per-batch sum over its images (None: no figure)."""
+        if step.index == 0:
+            self.loss_sum = self.metric_sum = self.seen = 0.0
+        self.loss_sum += float(step.loss.detach()) * len(step.target)
+        if metric is not None:
+            self.metric_sum += metric(step.output, step.target)
+        self.seen += len(step.target)
+
+
 def fit(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         optimizer: torch.optim.Optimizer, batches: Callable[[int], Iterable[tuple[Any, torch.Tensor]]],
         epochs: Iterable[int], *, forward: Callable[[Any], torch.Tensor] | None = None,

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from search import distributed
-from search.data import make_loader
+from search.data import make_loader, start_epoch
 from search.errors import SearchError
-from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
+from search.optim import EpochTally, fit, make_optimizer, warmup_cosine_schedule
 from search.spaces import SearchSpace, get_space
 from search.spaces.space import SubnetConfig
 from search.tasks import task_of
@@ -100,12 +100,11 @@ def train_from_scratch(space: SearchSpace | str, config: SubnetConfig, epochs: i
     use_amp = cfg.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     history: list[dict] = []
-    tally = {"loss_sum": 0.0, "metric_sum": 0.0, "seen": 0}
+    tally = EpochTally()
+    train_metric = task.train_metric if task.train_metric_name else None
 
     def batches(epoch: int) -> Iterator:
-        loader.sampler.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
-            train_set.set_epoch(epoch)
+        start_epoch(loader, epoch)
         g = epoch_generator(cfg.seed, epoch, 0)
         for x, y in loader:
             yield task.augment(x, g).to(dev, non_blocking=True).contiguous(memory_format=fmt), y.to(dev)
@@ -113,26 +112,19 @@ def train_from_scratch(space: SearchSpace | str, config: SubnetConfig, epochs: i
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return task.loss(output, target, cfg.label_smoothing)
 
-    def on_step(step: Step) -> None:
-        if step.index == 0:
-            tally.update(loss_sum=0.0, metric_sum=0.0, seen=0)
-        tally["loss_sum"] += float(step.loss.detach()) * len(step.target)
-        if task.train_metric_name:
-            tally["metric_sum"] += task.train_metric(step.output, step.target)
-        tally["seen"] += len(step.target)
-
     def on_epoch(epoch: int, done: int, seconds: float) -> None:
-        record = {"epoch": epoch, "train_loss": tally["loss_sum"] / tally["seen"], "seconds": round(seconds, 3),
+        record = {"epoch": epoch, "train_loss": tally.loss_sum / tally.seen, "seconds": round(seconds, 3),
                   "steps": done, "lr": optimizer.param_groups[0]["lr"]}
         if task.train_metric_name:
-            record["train_metric"] = tally["metric_sum"] / tally["seen"]
+            record["train_metric"] = tally.metric_sum / tally.seen
         history.append(record)
         if log is not None:
             log(f"from scratch epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} ({seconds:.1f}s)")
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     fit(model, loss, optimizer, batches, range(cfg.epochs), scheduler=scheduler, steps_per_epoch=steps,
-        scaler=scaler if use_amp else None, autocast=lambda: autocast_for(dev, use_amp), on_step=on_step,
+        scaler=scaler if use_amp else None, autocast=lambda: autocast_for(dev, use_amp),
+        on_step=lambda step: tally.add(step, train_metric),
         on_epoch=on_epoch)
     spent = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
     model.eval()

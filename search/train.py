@@ -35,10 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from search import distributed
 from search.checkpoint import load_supernet, save_supernet
-from search.data import make_loader
+from search.data import make_loader, start_epoch
 from search.errors import SearchError
 from search.evaluate import RECALIBRATION_BATCHES, recalibrate_bn
-from search.optim import NonFiniteLoss, Step, fit, make_optimizer, warmup_cosine_schedule
+from search.optim import EpochTally, NonFiniteLoss, Step, fit, make_optimizer, warmup_cosine_schedule
 from search.spaces import SearchSpace, get_space
 from search.supernet import ODPolicy, build_supernet
 from search.supernet.distill import inplace_distillation_loss, share_images
@@ -258,7 +258,8 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
     """The OD training loop over `epochs` (through `search.optim.fit`); after each epoch, on rank 0,
     validation of the extremes, checkpoint and log line. Returns the last epoch's record ({} if none)."""
     cfg, info, task, supernet, dev = run.cfg, run.info, run.task, run.supernet, run.info.device
-    tally = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
+    tally = EpochTally()
+    train_metric = task.train_metric if task.train_metric_name else None
     record: dict = {}
 
     distilling = {"now": False}  # whether this epoch's loss is in-place distillation (read by `loss`)
@@ -266,9 +267,7 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
     def batches(epoch: int) -> Iterator:
         """The epoch's shard in its seeded order; per batch the task's augmentation, then the OD draw
         (none during the max-network warm-up epochs)."""
-        run.loader.sampler.set_epoch(epoch)
-        if hasattr(run.train_set, "set_epoch"):  # data sets that augment per sample (NYU depth)
-            run.train_set.set_epoch(epoch)
+        start_epoch(run.loader, epoch)
         g = epoch_generator(cfg.seed, epoch, info.rank)
         warmup = epoch < cfg.od_warmup_epochs
         distilling["now"] = cfg.distill and not warmup
@@ -285,22 +284,16 @@ def _fit_epochs(run: _Run, epochs: range, out: Path) -> dict:
         return task.loss(output, y, cfg.label_smoothing)
 
     def on_step(step: Step) -> dict | None:
-        if step.index == 0:
-            tally.update(loss_sum=0.0, correct=0.0, seen=0.0)
-        tally["loss_sum"] += float(step.loss.detach()) * len(step.target)
-        if task.train_metric_name:
-            tally["correct"] += task.train_metric(step.output, step.target)
-        tally["seen"] += len(step.target)
+        tally.add(step, train_metric)
         if not show_progress:
             return None
-        shown = {"acc": f"{tally['correct'] / tally['seen']:.3f}"} if task.train_metric_name else {}
-        rate = tally["seen"] * info.world_size / step.seconds
-        return {"loss": f"{tally['loss_sum'] / tally['seen']:.3f}", **shown, "img_s": f"{rate:.0f}"}
+        shown = {"acc": f"{tally.metric_sum / tally.seen:.3f}"} if task.train_metric_name else {}
+        rate = tally.seen * info.world_size / step.seconds
+        return {"loss": f"{tally.loss_sum / tally.seen:.3f}", **shown, "img_s": f"{rate:.0f}"}
 
     def on_epoch(epoch: int, steps: int, seconds: float) -> None:
         nonlocal record
-        loss_sum, correct, seen = distributed.all_reduce_sum([tally["loss_sum"], tally["correct"], tally["seen"]],
-                                                             dev)
+        loss_sum, correct, seen = distributed.all_reduce_sum([tally.loss_sum, tally.metric_sum, tally.seen], dev)
         record = {"epoch": epoch, "train_loss": loss_sum / seen}
         if task.train_metric_name:
             record[task.train_metric_name] = correct / seen

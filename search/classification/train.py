@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from search.data import augment_batch
+from search.data import augment_batch, start_epoch
 from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
 
 
@@ -57,8 +57,7 @@ def _run(model: nn.Module, loader: DataLoader, lr: float, seed: int, momentum: f
     scheduler = warmup_cosine_schedule(optimizer, 0, total_steps)
 
     def batches(epoch: int) -> Iterator:
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        start_epoch(loader, epoch)
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         for x, y in loader:
             yield augment_batch(x, g), y

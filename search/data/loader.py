@@ -53,3 +53,15 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
     sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def start_epoch(loader, epoch: int) -> None:
+    """Tell the loader's sampler (its seeded order) and data set (per-sample augmentation, NYU depth)
+    which epoch begins; either may lack `set_epoch` (a plain sampler, an in-memory data set), and
+    `loader` may be any iterable of batches."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from search.data import start_epoch
 from search.optim import Step, fit, make_optimizer, warmup_cosine_schedule
 from search.supernet import DepthSuperNet
 
@@ -76,11 +77,7 @@ def _train(model: nn.Module, forward: Callable, loader: DataLoader, cfg: DepthTr
     t0 = time.perf_counter()
 
     def batches(epoch: int) -> Iterator:
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
+        start_epoch(loader, epoch)
         for rgb, depth in loader:
             yield rgb.contiguous(memory_format=torch.channels_last), depth
 
