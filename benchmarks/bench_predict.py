@@ -41,6 +41,7 @@ from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import PredictOptions, predict_model  # noqa: E402
 from profiler.runtimes import benchmark_settings  # noqa: E402
+from profiler.same_batch import Group, SameBatch, layers_now_ms, plan_batch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("mobilenetv3_large_100", "efficientnet_lite0", "mixnet_s", "mnasnet_a1", "fbnetc_100", "spnasnet_100")
@@ -67,23 +68,23 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     With `layer_files` (the model's own LUT layer models, one per layer of the breakdown,
     repeats allowed), each process times them in the SAME batch as the whole model
     (interleaved passes), and `layers_now_ms` is their sum (each minus the batch's overhead,
-    as a LUT row): a prediction measured under the host's state of that moment. This VM's
+    as a LUT row; `profiler.same_batch`, which `lutbuild verify --same-batch` uses too): a
+    prediction measured under the host's state of that moment. This VM's
     cores switch for seconds to minutes into a state ~1.4x slower (docs/predict.md, "Why the
     LUT sum misses"), so a whole model measured minutes after its LUT rows can be in the
     other state; the same-batch ratio is not."""
     agent = open_agent("local", runtime)
-    distinct = list(dict.fromkeys(layer_files))
     try:
         settings = benchmark_settings(runtime, threads=1, repeats=3)
+        layout = plan_batch([cache.overhead()], [Group(model_path, tuple(layer_files))])
         medians, covs, sums = [], [], []
         for _ in range(rounds):
-            result = agent.benchmark([cache.overhead(), model_path, *distinct], settings)
-            overhead = result.timings[0].median_ms
-            medians.append(result.timings[1].median_ms)
-            covs.append(result.timings[1].cov)
-            if distinct:
-                ms = {f: t.median_ms - overhead for f, t in zip(distinct, result.timings[2:])}
-                sums.append(sum(ms[f] for f in layer_files) + overhead)
+            result = agent.benchmark(layout.files, settings)
+            batch = [t.median_ms for t in result.timings]
+            medians.append(batch[layout.model_at[0]])
+            covs.append(result.timings[layout.model_at[0]].cov)
+            if layer_files:
+                sums.append(layers_now_ms(batch, layout.layers_at[0], batch[0]))
     finally:
         agent.close()
     out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
@@ -138,8 +139,8 @@ def bench_model(name: str, runtime: str, px: int, args) -> dict:
         measured = measure_whole(path, runtime, cache, args.rounds, layer_files)
     error = 100 * (warm.total_ms / measured["median_ms"] - 1)
     if "layers_now_ms" in measured:
-        measured["error_vs_layers_now_pct"] = 100 * (statistics.median(
-            1 / r for r in measured["round_ratio_whole_to_layers"]) - 1)
+        measured["error_vs_layers_now_pct"] = SameBatch(measured["round_medians_ms"],
+                                                        measured["round_layers_now_ms"]).error_pct
     return {"model": name, "runtime": runtime, "px": px, "predicted_ms": warm.total_ms,
             "measured_ms": measured["median_ms"], "error_pct": error, "generic_share": warm.generic_share,
             "layers": len(warm.layers) - 1, "counts": warm.counts(), "keys_measured_now": filled.measured_now,

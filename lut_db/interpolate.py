@@ -31,6 +31,8 @@ import numpy as np
 from .layer_key import LayerConfig
 
 Point = tuple[int, int]  # (cin, cout)
+#: How an estimate was made (`estimate_family`), from the most to the least local rule.
+METHODS = ("measured", "linear", "bilinear", "fit")
 Family = tuple  # see family_key
 
 
@@ -67,6 +69,16 @@ def interpolate_family(measured: Mapping[Point, float], wanted: Iterable[Point],
     and linear; pass `family_macs(cfg)` for other ops). Measured points are returned as is;
     points that cannot be estimated are absent from the result.
     """
+    return {p: ms for p, (ms, _) in estimate_family(measured, wanted, macs).items()}
+
+
+def estimate_family(measured: Mapping[Point, float], wanted: Iterable[Point],
+                    macs: Callable[[int, int], float] | None = None) -> dict[Point, tuple[float, str]]:
+    """`interpolate_family`, each estimate with the rule that gave it (one of `METHODS`).
+
+    `measured` (the point itself), `linear` (1-D, between two measured points of a diagonal
+    family), `bilinear` (inside the grid) or `fit` (the family's MAC line: outside the grid or
+    a corner missing). The sparse-plan benchmark splits its error by this."""
     size = macs or (lambda cin, cout: float(cin * cout))
     diagonal = all(ci == co for ci, co in measured)
     channels = sorted(ci for ci, _ in measured) if diagonal else []
@@ -74,41 +86,68 @@ def interpolate_family(measured: Mapping[Point, float], wanted: Iterable[Point],
     couts = sorted({co for _, co in measured})
     line: tuple[float, float] | None = None
     fitted = False
-    out: dict[Point, float] = {}
+    out: dict[Point, tuple[float, str]] = {}
     for point in wanted:
         if point in measured:
-            out[point] = measured[point]
+            out[point] = (measured[point], "measured")
             continue
         if diagonal and point[0] == point[1]:
-            est = _linear_on_diagonal(measured, channels, point[0])
+            est, how = _linear_on_diagonal(measured, channels, point[0]), "linear"
         else:
-            est = _bilinear(measured, cins, couts, point)
+            est, how = _bilinear(measured, cins, couts, point), "bilinear"
         if est is None:
             if not fitted:
                 line, fitted = _fit_line(measured, size), True
             if line is not None:
-                est = max(0.0, line[0] + line[1] * size(*point))
+                est, how = max(0.0, line[0] + line[1] * size(*point)), "fit"
         if est is not None:
-            out[point] = est
+            out[point] = (est, how)
     return out
 
 
 def interpolate_layers(measured: Mapping[LayerConfig, float],
                        wanted: Iterable[LayerConfig]) -> dict[LayerConfig, float]:
     """`interpolate_family` over layer configs: each wanted layer from its own family (ms)."""
+    return {cfg: ms for cfg, (ms, _) in estimate_layers(measured, wanted).items()}
+
+
+def estimate_layers(measured: Mapping[LayerConfig, float],
+                    wanted: Iterable[LayerConfig]) -> dict[LayerConfig, tuple[float, str]]:
+    """`estimate_family` over layer configs: (ms, method) of each wanted layer that has one."""
     families = group_by_family(measured)
     by_family: dict[Family, list[LayerConfig]] = {}
     for cfg in wanted:
         by_family.setdefault(family_key(cfg), []).append(cfg)
-    out: dict[LayerConfig, float] = {}
+    out: dict[LayerConfig, tuple[float, str]] = {}
     for fam, cfgs in by_family.items():
         points = families.get(fam, {})
-        est = interpolate_family(points, [(c.cin, c.cout) for c in cfgs], family_macs(cfgs[0]))
+        est = estimate_family(points, [(c.cin, c.cout) for c in cfgs], family_macs(cfgs[0]))
         out.update({c: est[(c.cin, c.cout)] for c in cfgs if (c.cin, c.cout) in est})
     return out
 
 
-def _bracket(values: list[int], x: int) -> tuple[int, int] | None:
+def support(measured: Iterable[Point], point: Point) -> tuple[Point, ...]:
+    """The measured points `estimate_family` reads to estimate `point`: itself when measured,
+    the two ends of its diagonal segment, the four corners of its grid cell, or (the `fit`
+    rule) every measured point. Lets a benchmark time a key next to exactly what estimates it."""
+    measured = set(measured)
+    if point in measured:
+        return (point,)
+    if all(ci == co for ci, co in measured) and point[0] == point[1]:
+        b = bracket(sorted(ci for ci, _ in measured), point[0])
+        if b is not None:
+            return tuple(dict.fromkeys((c, c) for c in b))
+    else:
+        bi = bracket(sorted({ci for ci, _ in measured}), point[0])
+        bo = bracket(sorted({co for _, co in measured}), point[1])
+        if bi is not None and bo is not None:
+            corners = tuple(dict.fromkeys((ci, co) for ci in bi for co in bo))
+            if all(c in measured for c in corners):
+                return corners
+    return tuple(sorted(measured))
+
+
+def bracket(values: list[int], x: int) -> tuple[int, int] | None:
     """Neighbours lo <= x <= hi in sorted `values` (lo == hi when x is one), None outside."""
     if not values or x < values[0] or x > values[-1]:
         return None
@@ -116,28 +155,29 @@ def _bracket(values: list[int], x: int) -> tuple[int, int] | None:
     return (x, x) if values[i] == x else (values[i - 1], values[i])
 
 
-def _weight(lo: int, hi: int, x: int) -> float:
+def weight(lo: int, hi: int, x: int) -> float:
+    """Where x sits between lo and hi (0 at lo, 1 at hi): the linear interpolation weight."""
     return 0.0 if hi == lo else (x - lo) / (hi - lo)
 
 
 def _bilinear(measured: Mapping[Point, float], cins: list[int], couts: list[int],
               point: Point) -> float | None:
-    bi, bo = _bracket(cins, point[0]), _bracket(couts, point[1])
+    bi, bo = bracket(cins, point[0]), bracket(couts, point[1])
     if bi is None or bo is None:
         return None
     corners = [(ci, co) for ci in bi for co in bo]
     if any(c not in measured for c in corners):
         return None
-    t, u = _weight(*bi, point[0]), _weight(*bo, point[1])
+    t, u = weight(*bi, point[0]), weight(*bo, point[1])
     f00, f01, f10, f11 = (measured[c] for c in corners)
     return (1 - t) * (1 - u) * f00 + (1 - t) * u * f01 + t * (1 - u) * f10 + t * u * f11
 
 
 def _linear_on_diagonal(measured: Mapping[Point, float], channels: list[int], c: int) -> float | None:
-    b = _bracket(channels, c)
+    b = bracket(channels, c)
     if b is None:
         return None
-    t = _weight(*b, c)
+    t = weight(*b, c)
     return (1 - t) * measured[(b[0], b[0])] + t * measured[(b[1], b[1])]
 
 

@@ -48,12 +48,16 @@ class LayerConfig:
         for name in ("h", "w", "cin", "cout", "kernel", "stride", "groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LayerConfig.{name}: expected a positive integer, got {getattr(self, name)}")
+        if (self.op == BLOCK) != isinstance(self, BlockConfig):
+            raise ValueError(f"LayerConfig.op: op {BLOCK!r} is a BlockConfig, and a BlockConfig has op {BLOCK!r}")
         # The key is built once: LUT look-ups (`LatencyTable.predict`) and hashing read it for
         # every layer of every candidate network. Not a field, so eq/order/asdict ignore it.
-        object.__setattr__(self, "_key", (
-            f"{self.op}:{self.h}x{self.w}:{self.cin}->{self.cout}:k{self.kernel}s{self.stride}g{self.groups}"
-            f":{self.act}:r{self.hidden}:{self.dtype}"
-        ))
+        object.__setattr__(self, "_key", self._spell())
+
+    def _spell(self) -> str:
+        """The canonical key string (see `key`)."""
+        return (f"{self.op}:{self.h}x{self.w}:{self.cin}->{self.cout}:k{self.kernel}s{self.stride}g{self.groups}"
+                f":{self.act}:r{self.hidden}:{self.dtype}")
 
     def __hash__(self) -> int:
         # Equal configs have equal keys (the key spells every field), so this agrees with the
@@ -108,6 +112,73 @@ class LayerConfig:
     def macs(self) -> int:
         """Multiply-accumulates of this layer (the MAC proxy and MAC metric use it; formulas in `op_kinds.py`)."""
         return OP_KINDS[self.op].macs(self)
+
+
+#: Op name of a whole-block key (`BlockConfig`, `lut_db/op_kinds.py`); its keys start with ``block:``.
+BLOCK = "block"
+BLOCK_KINDS = ("ir", "ds")
+
+
+@dataclass(frozen=True, order=True)
+class BlockConfig(LayerConfig):
+    """One whole inverted-residual (``ir``) or depthwise-separable (``ds``) block as the device
+    sees it, measured as one model (`lutbuild build --granularity block`): the in-block
+    composition (1x1 -> dw -> 1x1, docs/lut.md "TFLite additivity") is in its row by construction.
+
+    A `LayerConfig` whose op is ``"block"`` (always; same `layers` table, same slices, same exporter path:
+    `search/spaces/ops.py` builds it from the per-layer modules) plus the fields a block has
+    beyond one layer. Fields as the block's layers use them: `h`/`w` the block's input size,
+    `cin` the input (stream) channels, `expand` the depthwise channels (== `cin` for ``ds``),
+    `cout` the 1x1 projection's filters (a residual block's CBC width, <= `cin`), `kernel` and
+    `stride` the depthwise conv's, `act` the block's activation, `hidden` the SE reduction width
+    (0: no SE), `residual` whether the projection is added onto the input (CBC add). Key:
+
+        block:<kind>:<h>x<w>:<cin>-><expand>-><cout>:k<kernel>s<stride>:<act>:r<hidden>:res<0|1>:<dtype>
+    """
+
+    expand: int = 1  # depthwise (expansion) channels
+    kind: str = "ir"  # "ir" or "ds"
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"BlockConfig.kind: unknown kind {self.kind!r}, expected one of {BLOCK_KINDS}")
+        if self.expand < 1:
+            raise ValueError(f"BlockConfig.expand: expected a positive integer, got {self.expand}")
+        if self.kind == "ds" and self.expand != self.cin:
+            raise ValueError(f"BlockConfig: a ds block's expand ({self.expand}) is its cin ({self.cin})")
+        if self.residual and (self.stride != 1 or self.cout > self.cin):
+            raise ValueError(f"BlockConfig: a residual block has stride 1 and cout <= cin, got stride "
+                             f"{self.stride}, {self.cin}->{self.cout}")
+        super().__post_init__()
+
+    def _spell(self) -> str:
+        return (f"{BLOCK}:{self.kind}:{self.h}x{self.w}:{self.cin}->{self.expand}->{self.cout}"
+                f":k{self.kernel}s{self.stride}:{self.act}:r{self.hidden}:res{int(self.residual)}:{self.dtype}")
+
+    def __hash__(self) -> int:  # the dataclass decorator would replace the inherited one
+        return hash(self._key)
+
+    @classmethod
+    def from_key(cls, key: str) -> BlockConfig:
+        """Inverse of `key`."""
+        try:
+            op, kind, hw, chans, ks, act, hidden, res, dtype = key.split(":")
+            if op != BLOCK or not hidden.startswith("r") or res not in ("res0", "res1"):
+                raise ValueError(key)
+            h, w = (int(v) for v in hw.split("x"))
+            cin, expand, cout = (int(v) for v in chans.split("->"))
+            k, s = ks[1:].split("s")
+            return cls(BLOCK, h=h, w=w, cin=cin, cout=cout, kernel=int(k), stride=int(s), act=act,
+                       hidden=int(hidden[1:]), dtype=dtype, expand=expand, kind=kind, residual=res == "res1")
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"block key {key!r}: not of the form "
+                             "block:kind:HxW:cin->expand->cout:kKsS:act:rR:res0|1:dtype") from exc
+
+
+def is_block(key: str) -> bool:
+    """Whether a stored layer key is a whole-block key (`BlockConfig`)."""
+    return key.startswith(f"{BLOCK}:")
 
 
 @dataclass(frozen=True)
@@ -265,8 +336,11 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def parse_key(key: str) -> LayerConfig | GenericKey:
-    """A stored key as its object: a `GenericKey` for ``generic:...``, else a `LayerConfig`."""
-    return GenericKey.from_key(key) if key.startswith(f"{GENERIC}:") else LayerConfig.from_key(key)
+    """A stored key as its object: a `GenericKey` for ``generic:...``, a `BlockConfig` for
+    ``block:...``, else a `LayerConfig`."""
+    if key.startswith(f"{GENERIC}:"):
+        return GenericKey.from_key(key)
+    return BlockConfig.from_key(key) if is_block(key) else LayerConfig.from_key(key)
 
 
 def is_generic(key: str) -> bool:

@@ -22,6 +22,10 @@ DEFAULT_RUNTIME_OPTIONS = RuntimeSpec(name="").options
 #: Calibration name of the per-invoke overhead in ms: the profiler subtracts it from every
 #: layer (a layer alone pays it once, a network pays it once in total), `predict` adds it back.
 OVERHEAD = "overhead"
+#: Calibration name of an in-context ONNX slice's network boundary in ms (`--context nchwc`:
+#: what a network's first layer pays for reading the graph's input rather than a neighbour's
+#: output); `predict` adds it once per network, with the overhead. Absent from other slices.
+BOUNDARY = "boundary"
 
 
 class LatencyTable:
@@ -42,7 +46,10 @@ class LatencyTable:
         self.device_id, self.runtime, self.runtime_options = device_id, runtime, runtime_options
         self.interpolated_keys: set[str] = set(interpolated)
         self.calibration_ms: dict[str, float] = dict(calibration_ms or {})
-        self.overhead_ms: float = self.calibration_ms.get(OVERHEAD, 0.0)
+        self.boundary_ms: float = self.calibration_ms.get(BOUNDARY, 0.0)
+        #: What a network pays once beyond its rows (ms): the per-invoke overhead, plus the
+        #: `boundary` of an in-context slice (0 elsewhere, so other slices predict as before).
+        self.overhead_ms: float = self.calibration_ms.get(OVERHEAD, 0.0) + self.boundary_ms
         self.runtime_versions: frozenset[str] = frozenset(runtime_versions)
         self.interpolate = interpolate
         self.origin = origin  # file it came from, for messages
@@ -93,6 +100,10 @@ class LatencyTable:
     def __len__(self) -> int:
         return len(self._ms)
 
+    def keys(self) -> list[str]:
+        """The layer keys the table has a latency for (measured, interpolated, estimated so far)."""
+        return list(self._ms)
+
     def latency(self, cfg: LayerConfig) -> float:
         """Median latency of one layer in ms (without the per-invoke overhead)."""
         try:
@@ -102,7 +113,7 @@ class LatencyTable:
 
     def predict(self, layers: Iterable[LayerConfig]) -> float:
         """Latency of a whole network in ms: its layers' sum plus the slice's `overhead`
-        calibration once (0 when the slice has none)."""
+        calibration once (0 when the slice has none), and its `boundary` once when it has one."""
         if not isinstance(layers, (list, tuple)):
             layers = list(layers)
         ms = self._ms

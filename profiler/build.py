@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from lut_db.connect import lut_errors
 from lut_db.schema import open_lut_for_writing
 
+from .block_plan import check_granularity, make_block_plan
 from .build_engine import run_build
 from .build_slices import connect_devices
 from .build_types import BuildOptions, BuildReport, MultiBuildReport
@@ -56,13 +57,15 @@ def build_lut(space, agents, db_path: str | Path, runtime: str, options: BuildOp
         raise ProfilerError("no device to build on")
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
-                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt)
-    plan = make_plan(space, options.plan)
+                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt, context=options.context)
+    # --granularity block: whole-block keys + the layers outside blocks, registered as "<space>[block]"
+    plan = make_block_plan(space, options.plan) if check_granularity(options.granularity) == "block" \
+        else make_plan(space, options.plan)
     devices = connect_devices(agent_list, runtime, options, name_errors=several)
     db = open_lut_for_writing(db_path)
     try:
         with lut_errors(db_path):  # disk full, locked, damaged mid-build: one line naming the file
-            report = run_build(db, space.name, plan, devices, options, several=several, start=start,
+            report = run_build(db, plan.space, plan, devices, options, several=several, start=start,
                                progress=progress, log=log)
     finally:
         db.close()

@@ -43,13 +43,15 @@ from lut_db.writer import LutWriter
 
 from . import calibrate
 from .agents import name_device
+from .block_plan import BlockPlan, interpolate_block_slice
 from .build_slices import Device, DeviceSlice, open_slices
 from .build_types import BuildOptions, MultiBuildReport
 from .export import ModelCache
 from .lut_rows import FinishedBatch, commit_batch, interpolate_slice
-from .measure import measure_batch
+from .context_boundary import input_layers, measure_boundary
+from .measure import context_plan, measure_batch
 from .plan import Plan, batches
-from .runtimes import benchmark_settings
+from .runtimes import ALONE, benchmark_settings
 from .shared_exports import ExportFailed, SharedExports
 
 
@@ -93,7 +95,8 @@ def run_build(db: Database, space_name: str, plan: Plan, devices: Sequence[Devic
     run.say = log or (lambda msg: bar.write(msg, file=sys.stderr))
     threads: list[threading.Thread] = []
     try:
-        with ModelCache(options.cache_dir, runtime, options.jobs, dtype=options.dtype) as cache:
+        with ModelCache(options.cache_dir, runtime, options.jobs, dtype=options.dtype,
+                        context=options.context) as cache:
             _measure_and_commit(db, writer, plan.name, slices, cache, run, bar, result, threads)
             result.exported, result.export_cpu_s = cache.exported, cache.export_cpu_s
             if len(slices) == 1:
@@ -154,7 +157,8 @@ def _work(s: DeviceSlice, exports: SharedExports, overhead: Path, reference_path
             reference = s.reference
             with lock:
                 measurement = measure_batch(s.device.agent, [overhead, reference_path, *paths], run.settings,
-                                            reference, run.options, say)
+                                            reference, run.options, say,
+                                            context_plan(exports.cache, batch, run.options.context))
             s.report.export_s += t1 - t0
             s.report.benchmark_s += time.monotonic() - t1
             s.committed.clear()
@@ -203,10 +207,15 @@ def _finish_slices(db: Database, writer: LutWriter, space_name: str, plan: Plan,
     """Each slice's final overhead calibration, and the interpolated rows of a complete sparse slice."""
     for s in slices:
         s.report.overhead_ms = calibrate.update_overhead(db, writer, *s.key)
+        if run.options.context != ALONE and not s.error:  # in-context slice: its network boundary, once
+            with ModelCache(run.options.cache_dir, s.device.rt.name, run.options.jobs,
+                            context=run.options.context) as cache:
+                measure_boundary(db, writer, s.device.agent, cache, input_layers(space_name, plan.measure),
+                                 run.settings, s.key, remeasure=s.report.measured > 0)
         if s.error or not plan.interpolate or not s.complete:
             continue
-        s.report.interpolated, s.report.not_interpolated = interpolate_slice(db, writer, plan,
-                                                                             s.device.info.device_id, s.device.rt)
+        fill = interpolate_block_slice if isinstance(plan, BlockPlan) else interpolate_slice  # --granularity block
+        s.report.interpolated, s.report.not_interpolated = fill(db, writer, plan, s.device.info.device_id, s.device.rt)
         s.report.wall_s = time.monotonic() - run.start
         if s.report.not_interpolated:
             who = f"{s.label}: " if run.several else ""

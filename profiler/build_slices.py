@@ -75,7 +75,7 @@ def connect_devices(agents: Sequence, runtime: str, options: BuildOptions, name_
         try:
             info = agent.info()
             rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate,
-                               options.dtype, options.gpu_precision_loss, options.ort_opt)
+                               options.dtype, options.gpu_precision_loss, options.ort_opt, options.context)
             check_agent_delegate(rt, agent, label)
         except AgentError as exc:
             if not name_errors:

@@ -13,12 +13,14 @@ class BuildOptions:
     """How `build_lut` runs. Defaults are what `lutbuild build` uses."""
 
     plan: str = "full"  # "full" or "sparse" (plan.py)
+    granularity: str = "layer"  # "layer" keys, or "block": one row per whole ir/ds block (block_plan.py)
     jobs: int = 2  # export worker processes (the host has 2 cores here)
     threads: int = 1  # runtime threads: single-threaded is what LUTs compare across
     delegate: str = "xnnpack"  # TFLite only: "xnnpack" (Android's CPU default) or "none"
     dtype: str = "float32"  # "int8": full-integer models, a separate slice (`;dtype=int8`, quantize.py)
     gpu_precision_loss: bool = False  # delegate "gpu" (phones): fp16 arithmetic allowed, part of the slice
     ort_opt: str = "all"  # ONNX Runtime graph optimization level ("extended", "basic": `;ort_opt=...` slice)
+    context: str = "alone"  # ONNX "nchwc": rows between NCHWc-keeping neighbours (`;context=nchwc`, context_models.py)
     batch_size: int = 32  # models per benchmark process and per committed transaction
     repeats: int = 3  # interleaved passes over a batch (drift spreads over its models)
     drift_pct: float = 5.0  # re-measure a batch whose reference layer drifts more (%)

@@ -42,12 +42,13 @@ from .build import BuildOptions, MultiBuildReport, build_lut
 from .cli_runner import CliGroup
 from .cli_types import FiniteFloat
 from .plan import PLANS
+from .block_plan import GRANULARITIES
 from .plots import plot_verify
 from .model_graph import parse_input_shape
 from .predict_model import PredictOptions, predict_model
 from .plot_ops import plot_op_profile
 from .profile_model import ProfileOptions, check_request, format_profile, profile_model
-from .runtimes import DEFAULT_CACHE_DIR, DTYPES, ORT_OPT_LEVELS, RUNTIMES, TFLITE_DELEGATES
+from .runtimes import ALONE, CONTEXTS, DEFAULT_CACHE_DIR, DTYPES, ORT_OPT_LEVELS, RUNTIMES, TFLITE_DELEGATES
 from .show import show_lut
 from .spaces import resolve_space
 from .verify import VerifyOptions, verify_lut
@@ -160,13 +161,19 @@ def devices(devices, key_path, auth_timeout_s) -> None:
               help="interleaved passes over each batch")
 @click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True,
               help="measure at most this many keys in this run (tests)")
+@click.option("--context", type=click.Choice(CONTEXTS), default=ALONE, show_default=True,
+              help="ONNX at --ort-opt all: nchwc = each row timed between NCHWc-keeping neighbours, less "
+                   "their cost (a separate LUT slice context=nchwc); refused for TFLite")
+@click.option("--granularity", type=click.Choice(GRANULARITIES), default="layer", show_default=True,
+              help="layer: one row per layer; block: one row per whole ir/ds block (stem and head stay layers)")
 def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, ort_opt, jobs, cache_dir, quiet, devices,
-          binary, runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit) -> None:
+          binary, runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit, context,
+          granularity) -> None:
     """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
     options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, dtype=quantize,
                            gpu_precision_loss=gpu_precision_loss, batch_size=batch_size, repeats=repeats, limit=limit,
-                           cache_dir=cache_dir, ort_opt=ort_opt)
+                           cache_dir=cache_dir, ort_opt=ort_opt, granularity=granularity, context=context)
     devices = devices or (LOCAL,)
     # Every device connected (and authorized) before the LUT file is touched; any failure: one line, exit 1.
     agents = open_agents(devices, runtime,
@@ -201,9 +208,15 @@ def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, o
               help="write a predicted-vs-measured PNG here")
 @click.option("--op-profile", is_flag=True,
               help="also profile each network per operator: every layer's time inside it next to its LUT row")
+@click.option("--same-batch", is_flag=True,
+              help="also time each network's own LUT layer files in its batches: the LUT's additivity "
+                   "with the host's drift since the build taken out")
+@click.option("--context", type=click.Choice(CONTEXTS), default=ALONE, show_default=True,
+              help="ONNX at --ort-opt all: nchwc = each row timed between NCHWc-keeping neighbours, less "
+                   "their cost (a separate LUT slice context=nchwc); refused for TFLite")
 def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, ort_opt, jobs, cache_dir, quiet, device,
            binary, runner, transport, key_path, auth_timeout_s, samples, seed, rounds, interpolate, json_path,
-           plot_path, op_profile) -> None:
+           plot_path, op_profile, same_batch, context) -> None:
     """Measure sampled whole networks on one device and compare with the LUT (and a MAC proxy)."""
     space = resolve_space(space)
     agent = open_agent(device, runtime,
@@ -212,7 +225,7 @@ def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, 
         options = VerifyOptions(samples=samples, seed=seed, threads=threads, delegate=delegate, dtype=quantize,
                                 gpu_precision_loss=gpu_precision_loss, rounds=rounds,
                                 jobs=jobs, cache_dir=cache_dir, interpolate=interpolate, op_profile=op_profile,
-                                ort_opt=ort_opt)
+                                ort_opt=ort_opt, same_batch=same_batch, context=context)
         report = verify_lut(space, agent, db, runtime, options, progress=not quiet)
     finally:
         agent.close()

@@ -15,6 +15,11 @@ measured network pay the same boundaries):
   small layer here, against ~100x more for the dynamo exporter (see docs/lut.md).
 Weights are random (seed 0) and BatchNorm statistics randomized, so nothing folds away.
 
+In-context ONNX rows (`ModelCache(..., context="nchwc")`, `--context nchwc`): a key's file is
+the layer wrapped between layout-keeping neighbours (`context_models.wrap_layer`), and each
+image tensor at its boundary has a *pair model* (`context_models.pair_module`) timed in the
+same batch; both live under `<exporter>/context-nchwc-v<CONTEXT_FORMAT>/`.
+
 INT8 (`ModelCache(..., dtype="int8")`, `--quantize int8`): each file is the float32 file of
 the same key (taken from, or first written to, the float32 cache) quantized by
 `quantize.py`, in its own cache folder whose name adds the dtype and the quantizer's version;
@@ -55,8 +60,9 @@ from lut_db.op_kinds import IMAGE, OP_KINDS
 from search.spaces import SubnetConfig, space_from_spec
 from search.spaces.ops import build_layer
 
+from .context_models import Tensor, boundary_tensors, graph_inputs, pair_module, two_inputs_module, wrap_layer
 from .quantize import check_dtype, converter_versions, quantize_model
-from .runtimes import EXTENSIONS, RUNTIMES, check_runtime
+from .runtimes import ALONE, EXTENSIONS, RUNTIMES, check_runtime
 
 __all__ = ["EXTENSIONS", "RUNTIMES", "ModelCache", "export_layer", "export_module", "export_network",
            "exporter_id", "layer_module", "network_module", "overhead_module", "quantize_file"]
@@ -68,6 +74,8 @@ ONNX_OPSET = 17
 #: dispatch, Python binding, output fetch). A 1x1x1 conv was ~1 us slower in ONNX Runtime
 #: (its Conv kernel set-up), a ReLU is as cheap as an op gets in both runtimes.
 OVERHEAD_NAME = "overhead-relu1"
+#: Bump when the in-context wrapping (`context_models.py`) changes: new cache sub-folder.
+CONTEXT_FORMAT = 1
 
 #: Environment of quiet converters: set before TensorFlow/LiteRT C++ code loads.
 QUIET_ENV = {
@@ -229,6 +237,25 @@ def export_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
     return export_module(module, inputs, runtime, path, image_args, image_out)
 
 
+def export_context_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
+    """Export one LUT key between layout-keeping neighbours (`context_models.wrap_layer`)."""
+    module, inputs, image_args, image_out = layer_module(cfg)
+    return export_module(wrap_layer(cfg, module), inputs, runtime, path, image_args, image_out)
+
+
+def export_input_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
+    """Export one LUT key fed by the graph's input, a neighbour on its output only
+    (`context_models.wrap_layer(pre=False)`: the network boundary, `context_boundary.py`)."""
+    module, inputs, image_args, image_out = layer_module(cfg)
+    return export_module(wrap_layer(cfg, module, pre=False), inputs, runtime, path, image_args, image_out)
+
+
+def export_pair(tensor: Tensor, runtime: str, path: Path) -> Path:
+    """Export the pair model of an image tensor (`context_models.pair_module`)."""
+    module, inputs = pair_module(tensor)
+    return export_module(module, inputs, runtime, path)
+
+
 def export_network(space_spec, subnet: dict, runtime: str, path: Path, seed: int = 0) -> Path:
     """Export a whole sub-network: image in (NHWC for TFLite); logits (N, classes) out, or an
     image out (NHWC for TFLite) for a dense-prediction network."""
@@ -241,13 +268,14 @@ def export_network(space_spec, subnet: dict, runtime: str, path: Path, seed: int
 # ----------------------------------------------------------------------------- cache + workers
 @dataclass(frozen=True)
 class _Job:
-    kind: str  # "layer", "network" or "overhead"
+    kind: str  # "layer", "context_layer", "input_layer", "pair", "two_inputs", "network" or "overhead"
     runtime: str
     path: str
     layer: LayerConfig | None = None
     space_spec: object = None
     subnet: dict | None = None
     float_path: str = ""  # int8 jobs: the float32 file quantized (exported first when missing)
+    tensor: Tensor | None = None  # "pair" jobs: the tensor of the pair model
 
 
 def _run_job(job: _Job) -> float:
@@ -258,9 +286,18 @@ def _run_job(job: _Job) -> float:
         pass  # the float32 cache already has it
     elif job.kind == "layer":
         export_layer(job.layer, job.runtime, target)
+    elif job.kind == "context_layer":
+        export_context_layer(job.layer, job.runtime, target)
+    elif job.kind == "input_layer":
+        export_input_layer(job.layer, job.runtime, target)
+    elif job.kind == "pair":
+        export_pair(job.tensor, job.runtime, target)
     elif job.kind == "overhead":
         module, inputs = overhead_module()
         export_module(module, inputs, job.runtime, target)
+    elif job.kind == "two_inputs":
+        module, inputs = two_inputs_module()
+        export_module(module, inputs, job.runtime, target, image_args=(0, 1))
     else:
         export_network(job.space_spec, job.subnet, job.runtime, target)
     if job.float_path:
@@ -326,12 +363,15 @@ class ModelCache:
 
     `jobs` worker processes (spawned once, reused across batches) do the exporting; the
     caller blocks until a batch is on disk, then benchmarks it with the workers idle.
+    `context="nchwc"` (ONNX float32, `runtimes.check_context` checked it): a key's file is its
+    in-context model, and `layers` also exports the pair models of its boundary tensors.
     """
 
     def __init__(self, cache_dir: str | Path, runtime: str, jobs: int = 2, cia_cache: bool = True,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", context: str = ALONE):
         self.runtime = check_runtime(runtime)
         self.dtype = check_dtype(dtype)
+        self.context = context
         self.root = Path(cache_dir).expanduser() / exporter_id(runtime, dtype)
         #: int8: the float32 cache its files are quantized from (None for float32)
         self.float_root = None if dtype == "float32" else Path(cache_dir).expanduser() / exporter_id(runtime)
@@ -354,7 +394,30 @@ class ModelCache:
             self._pool = None
 
     def layer_path(self, cfg: LayerConfig) -> Path:
+        if self.context != ALONE:
+            return self._context_root / "layers" / f"{cfg.digest}{EXTENSIONS[self.runtime]}"
         return self.root / "layers" / f"{cfg.digest}{EXTENSIONS[self.runtime]}"
+
+    @property
+    def _context_root(self) -> Path:
+        return self.root / f"context-{self.context}-v{CONTEXT_FORMAT}"
+
+    def input_layers(self, cfgs: Iterable[LayerConfig]) -> list[Path]:
+        """Paths of the keys' models with an output neighbour only (in-context caches; exported
+        when missing): each as a network's first layer, fed by the graph's input."""
+        cfgs = list(cfgs)
+        paths = [self._context_root / "input-layers" / f"{c.digest}{EXTENSIONS[self.runtime]}" for c in cfgs]
+        self._run([_Job("input_layer", self.runtime, str(p), layer=c) for c, p in zip(cfgs, paths) if not p.exists()])
+        return paths
+
+    def pair_path(self, tensor: Tensor) -> Path:
+        """Path of the pair model of `tensor` (in-context caches only)."""
+        return self._context_root / "pairs" / f"{tensor.name}{EXTENSIONS[self.runtime]}"
+
+    def two_inputs_path(self) -> Path:
+        """Path of the two-input overhead model (`context_models.TwoInputs`), which `layers`
+        exports with the first batch holding a two-input layer."""
+        return self._context_root / f"overhead-add2{EXTENSIONS[self.runtime]}"
 
     def network_path(self, space_spec, subnet: dict, seed: int = 0) -> Path:
         return self.root / "networks" / f"{subnet_digest(space_spec, subnet, seed)}{EXTENSIONS[self.runtime]}"
@@ -376,8 +439,17 @@ class ModelCache:
         """Paths of the models of `cfgs` (same order), exporting the missing ones in parallel."""
         cfgs = list(cfgs)
         paths = [self.layer_path(c) for c in cfgs]
-        jobs = {str(p): self._job(_Job("layer", self.runtime, str(p), layer=c))
+        kind = "layer" if self.context == ALONE else "context_layer"
+        jobs = {str(p): self._job(_Job(kind, self.runtime, str(p), layer=c))
                 for c, p in zip(cfgs, paths) if not p.exists()}
+        if self.context != ALONE:  # each boundary tensor's pair model, once
+            for t in sorted({t for c in cfgs for t in boundary_tensors(c)}):
+                p = self.pair_path(t)
+                if not p.exists():
+                    jobs[str(p)] = _Job("pair", self.runtime, str(p), tensor=t)
+            two = self.two_inputs_path()
+            if any(graph_inputs(c) > 1 for c in cfgs) and not two.exists():
+                jobs[str(two)] = _Job("two_inputs", self.runtime, str(two))
         self._run(list(jobs.values()))
         return paths
 

@@ -44,8 +44,9 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
                   "reference_drift_pct": round(m.drift_pct, 3), "repeats": settings.repeats, "attempts": m.attempts}
     # GPU slices: what the delegate took of each layer (after the overhead model and the reference)
     delegations = m.result.gpu_delegations[2:] or [None] * len(batch.layers)
-    rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings, provenance, delegation)
-            for cfg, timing, delegation in zip(batch.layers, m.layer_timings, delegations)]
+    rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings,
+                         {**provenance, **m.context_detail(i)}, delegation)  # in-context: raw wrapped + pairs
+            for i, (cfg, timing, delegation) in enumerate(zip(batch.layers, m.layer_timings, delegations))]
     writer.write(rows)  # one transaction: the whole batch or nothing
     s.reference = calibrate.update_reference(db, writer, *s.key, s.reference.layer)
     calibrate.update_overhead(db, writer, *s.key)
@@ -66,7 +67,7 @@ def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: De
     delegate took of the layer (`state_after["profiler"]["gpu_delegation"]`, `delegation_record`):
     `lutbuild show`/`verify` count the rows whose ops partly ran on the CPU."""
     def net(ms: float) -> float:
-        return max(0.0, ms - m.overhead_ms)
+        return max(0.0, ms - m.row_overhead_ms)  # in-context rows: overhead already out (measure.py)
 
     identity = {k: getattr(info, k, "") for k in ("model", "soc", "abi", "os_version", "cpu_core")}
     profiler = {**provenance, "device": identity, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms,
@@ -91,22 +92,36 @@ def delegation_record(d: GpuDelegation) -> dict:
     return {**dataclasses.asdict(d), "fallback": list(d.fallback), "summary": d.summary}
 
 
+#: The row statistics `interpolate_slice` estimates, in its SELECT order.
+_STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms")
+
+
 def interpolate_slice(db: Database, writer: LutWriter, plan: Plan, device_id: str, rt: RuntimeSpec) -> tuple[int, int]:
     """Write interpolated rows for the plan's off-grid keys the slice has not measured.
 
-    Returns (rows written, keys that could not be estimated)."""
-    sql = ("SELECT layer_key, median_ms FROM measurements WHERE device_id = ? AND runtime = ? "
-           "AND runtime_options = ? AND source = 'measured'")
-    measured = {}
-    for key, ms in db.execute(sql, [device_id, rt.name, rt.options]).fetchall():
+    Returns (rows written, keys that could not be estimated).
+
+    Each statistic (median, mean, p10, p90, std) is interpolated from the measured rows' same
+    statistic, so a row's p10 is a p10 (what `verify`'s fast-state comparison sums; it used to be
+    the median: +16% -> +9% bias on mbv3-large, docs/lut.md "Sparse plan on mbv3-large"), clamped
+    to p10 <= median <= p90. A statistic some measured row lacks falls back to the median."""
+    sql = ("SELECT layer_key, median_ms, mean_ms, p10_ms, p90_ms, std_ms FROM measurements WHERE device_id = ? "
+           "AND runtime = ? AND runtime_options = ? AND source = 'measured'")
+    measured: dict[LayerConfig, tuple] = {}
+    for key, *stats in db.execute(sql, [device_id, rt.name, rt.options]).fetchall():
         try:
-            measured[LayerConfig.from_key(key)] = ms
+            measured[LayerConfig.from_key(key)] = tuple(stats)
         except ValueError:  # a key of an op this version does not know
             continue
     wanted = [c for c in plan.interpolate if c not in measured]
-    estimates = interpolate_layers(measured, wanted)
-    rows = [MeasurementRow(layer=cfg, device_id=device_id, runtime=rt, n=0, median_ms=ms, mean_ms=ms, p10_ms=ms,
-                           p90_ms=ms, std_ms=0.0, source="interpolated", plan=plan.name)
-            for cfg, ms in sorted(estimates.items(), key=lambda item: item[0].key)]
+    estimates = [interpolate_layers({c: s[i] for c, s in measured.items()}, wanted)
+                 if all(s[i] is not None for s in measured.values()) else None for i in range(len(_STATS))]
+    rows = []
+    for cfg, ms in sorted(estimates[0].items(), key=lambda item: item[0].key):
+        mean, p10, p90 = (ms if est is None else est.get(cfg, ms) for est in estimates[1:4])
+        std = 0.0 if estimates[4] is None else estimates[4].get(cfg, 0.0)
+        rows.append(MeasurementRow(layer=cfg, device_id=device_id, runtime=rt, n=0, median_ms=ms, mean_ms=mean,
+                                   p10_ms=min(p10, ms), p90_ms=max(p90, ms), std_ms=std,
+                                   source="interpolated", plan=plan.name))
     writer.write(rows)
     return len(rows), len(wanted) - len(rows)

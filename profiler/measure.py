@@ -6,17 +6,55 @@ anchor is benchmarked again, at most `max_remeasure` times, and its drift is kep
 A batch whose numbers no run can give (`device_agents.contract.BadTiming`: negative, zero,
 nan/inf, a median outside min..max) is benchmarked once more; a second bad result stops the
 build with that one line, and no row of the batch is written.
+
+In-context batches (`--context nchwc`, `context_models.py`): the layer files are the wrapped
+models, and the pair models their boundary tensors need are timed after them in the same
+batch (`ContextPlan`); each row is the wrapped median less half of its pairs' medians
+(`context_models.context_row_ms`), so the drift of the host cancels within the batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from device_agents.contract import BadTiming, BatchResult, BenchmarkSettings
+from device_agents.contract import BadTiming, BatchResult, BenchmarkSettings, ModelTiming
+from lut_db.layer_key import LayerConfig
 
 from . import calibrate
 from .build_types import BuildOptions
+from .context_models import boundary_tensors, context_row_ms, graph_inputs
+from .export import ModelCache
+from .runtimes import ALONE
+
+#: The statistics an in-context row derives, each from the same statistic of its models.
+_STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "min_ms", "max_ms")
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """The pair models an in-context batch times after its layers, and which each layer subtracts."""
+
+    pairs: tuple[Path, ...]  # distinct pair models (then the two-input overhead model), timed after the layers
+    of_layer: tuple[tuple[int, ...], ...]  # per layer of the batch: indices into `pairs`
+    inputs: tuple[int, ...] = ()  # per layer: graph inputs of its model (default: 1 each)
+    two_inputs: int | None = None  # index of the two-input overhead model in `pairs` (a layer has 2 inputs)
+
+
+def context_plan(cache: ModelCache, layers: Sequence[LayerConfig], context: str) -> ContextPlan | None:
+    """The `ContextPlan` of a batch of `layers` (None for layers alone, `context` "alone"); the
+    pair files are on disk once `cache.layers(layers)` of an in-context cache returned."""
+    if context == ALONE:
+        return None
+    tensors = [boundary_tensors(c) for c in layers]
+    order = sorted({t for ts in tensors for t in ts})
+    index = {t: i for i, t in enumerate(order)}
+    inputs = tuple(graph_inputs(c) for c in layers)
+    pairs = [cache.pair_path(t) for t in order]
+    two = None
+    if max(inputs, default=1) > 1:
+        two, pairs = len(pairs), [*pairs, cache.two_inputs_path()]
+    return ContextPlan(tuple(pairs), tuple(tuple(index[t] for t in ts) for ts in tensors), inputs, two)
 
 
 @dataclass(frozen=True)
@@ -28,17 +66,50 @@ class BatchMeasurement:
     overhead_ms: float  # raw median of the overhead model in this batch
     drift_pct: float  # reference_ms against the slice's anchor
     attempts: int  # benchmarks run for this batch (1 = no re-measure)
+    context: ContextPlan | None = None  # in-context batch: the pair models timed after the layers
 
     @property
-    def layer_timings(self):
-        """The timings of the batch's own layers (after the overhead model and the reference)."""
-        return self.result.timings[2:]
+    def layer_timings(self) -> list[ModelTiming]:
+        """The timings of the batch's own layers (after the overhead model and the reference);
+        in-context: each layer's in-context statistics (`context_models.context_row_ms`)."""
+        timings = self.result.timings[2:]
+        if self.context is None:
+            return timings
+        plan = self.context
+        n = len(plan.of_layer)
+        wrapped, pairs = timings[:n], timings[n:]
+        inputs = plan.inputs or (1,) * n
+        two = pairs[plan.two_inputs].median_ms if plan.two_inputs is not None else None
+        return [replace(w, **{s: context_row_ms(getattr(w, s), [getattr(pairs[j], s) for j in js], self.overhead_ms,
+                                                k, two) for s in _STATS})
+                for w, js, k in zip(wrapped, plan.of_layer, inputs)]
+
+    @property
+    def row_overhead_ms(self) -> float:
+        """What a row subtracts from its layer timing (ms): the batch's per-invoke overhead, or
+        nothing for in-context rows (their subtraction already took it out)."""
+        return self.overhead_ms if self.context is None else 0.0
+
+    def context_detail(self, i: int) -> dict:
+        """Provenance of layer `i`'s in-context row (raw wrapped and pair medians, ms); {} otherwise."""
+        if self.context is None:
+            return {}
+        plan = self.context
+        n = len(plan.of_layer)
+        timings = self.result.timings
+        pairs = [[timings[2 + n + j].name, timings[2 + n + j].median_ms] for j in plan.of_layer[i]]
+        detail = {"wrapped_median_ms": timings[2 + i].median_ms, "pairs_median_ms": pairs}  # one per boundary tensor
+        if plan.inputs and plan.inputs[i] > 1:
+            detail.update(inputs=plan.inputs[i], two_inputs_ms=timings[2 + n + plan.two_inputs].median_ms)
+        return {"context": detail}
 
 
 def measure_batch(agent, paths: Sequence[Path], settings: BenchmarkSettings, reference: calibrate.Reference,
-                  options: BuildOptions, say: Callable[[str], None]) -> BatchMeasurement:
-    """Benchmark `paths` (overhead model, reference layer, layers) on `agent`; re-measure while
-    the reference drifts (module docstring)."""
+                  options: BuildOptions, say: Callable[[str], None],
+                  context: ContextPlan | None = None) -> BatchMeasurement:
+    """Benchmark `paths` (overhead model, reference layer, layers; then `context`'s pair models)
+    on `agent`; re-measure while the reference drifts (module docstring)."""
+    paths = [*paths, *(context.pairs if context is not None else ())]
     attempts = 0
     bad_before = False
     while True:
@@ -59,5 +130,5 @@ def measure_batch(agent, paths: Sequence[Path], settings: BenchmarkSettings, ref
             if abs(drift) > options.drift_pct:
                 say(f"lutbuild: warning: reference layer drifted {drift:+.1f}% after {attempts} attempt(s); "
                     "rows written with their drift recorded")
-            return BatchMeasurement(result, ref_ms, overhead_ms, drift, attempts)
+            return BatchMeasurement(result, ref_ms, overhead_ms, drift, attempts, context)
         say(f"lutbuild: reference layer drifted {drift:+.1f}% (> {options.drift_pct}%): re-measuring the batch")

@@ -5,14 +5,23 @@ per network. `LatencyPredictor` caches the summed latency of each block per (in,
 out, kernel) choice, so predicting a network is one dict look-up per block plus the stem
 and head: the same figure (sum of the layers' LUT latencies + the slice's per-invoke
 overhead once), hundreds of thousands of networks per second. All values in ms.
+
+Block keys (`lutbuild build --granularity block`, `lut_db.layer_key.BlockConfig`): where the
+slice has a row for a whole block configuration, that row is the block's latency (in-block
+composition included by construction); a block without one is the sum of its layer rows.
+`granularity="layer"` ignores block rows (the per-layer figure, for comparisons), `"block"`
+requires them.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from lut_db.errors import MissingLatencyError
-from lut_db.layer_key import LayerConfig
+from lut_db.layer_key import LayerConfig, is_block
 from lut_db.reader import LatencyTable
+
+#: How `LatencyPredictor` prices a block (module docstring).
+GRANULARITIES = ("auto", "layer", "block")
 
 
 class LatencyPredictor:
@@ -22,17 +31,27 @@ class LatencyPredictor:
     table (or can be interpolated, when the table was loaded with `interpolate=True`) and
     raises `MissingLatencyError` naming the first missing key and how many are missing,
     instead of failing in the middle of a search.
+
+    `granularity`: ``"auto"`` (default) uses a block row where the slice has one and the
+    block's layer rows otherwise; ``"layer"`` always sums layer rows; ``"block"`` needs a row
+    for every block configuration (a `--granularity block` build). A space without the
+    block-wise layout is always predicted layer by layer.
     """
 
-    def __init__(self, space, table: LatencyTable, check: bool = True):
+    def __init__(self, space, table: LatencyTable, check: bool = True, granularity: str = "auto"):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"LatencyPredictor.granularity: expected one of {GRANULARITIES}, got {granularity!r}")
         self.space = space
         self.table = table
         self.overhead_ms = table.overhead_ms
-        if check:
-            self.check()
         # The block cache needs the block-wise layer layout (stem, blocks, head); a space that
         # lays out its layers differently (e.g. the depth spaces) is predicted layer by layer.
         self.fast = space.blockwise_layout
+        if not self.fast or (granularity == "auto" and not block_row_count(table)):
+            granularity = "layer"  # no block row to use: the layer path, exactly as before
+        self.granularity = granularity
+        if check:
+            self.check()
         self._stem: dict[int, float] = {}
         self._head: dict[tuple[int, int], float] = {}
         # Per block: the fields predict() reads, resolved once, and the block's latency cache.
@@ -42,33 +61,56 @@ class LatencyPredictor:
         ]
 
     # ------------------------------------------------------------------ checks
+    def needed_keys(self) -> list[LayerConfig]:
+        """Every key a prediction at this granularity can read, sorted by key: the space's layer
+        keys (``layer``), its block keys (``block``), or each block's row where the slice has it
+        and its layer keys where not (``auto``)."""
+        space = self.space
+        if self.granularity == "layer":
+            return sorted(space.all_layer_configs(), key=lambda c: c.key)
+        if self.granularity == "block":
+            return sorted(space.all_block_configs(), key=lambda c: c.key)
+        needed = {c.key: c for c in space.all_block_configs() if not self.table.has(c) and not is_block(c.key)}
+        for block in space.blocks:
+            for choice in space.block_choices(block):
+                key = space.block_key(block, *choice)
+                for cfg in [key] if self.table.has(key) else space.block_layers(block, *choice):
+                    needed.setdefault(cfg.key, cfg)
+        return sorted(needed.values(), key=lambda c: c.key)
+
     def missing_keys(self) -> list[LayerConfig]:
         """Keys of the space without a value in the table (interpolation not attempted)."""
-        return self.table.missing(sorted(self.space.all_layer_configs(), key=lambda c: c.key))
+        return self.table.missing(self.needed_keys())
 
     def check(self) -> None:
         """Raise `MissingLatencyError` if some key of the space has no latency (see class doc)."""
         missing = self.missing_keys()
         if not missing:
             return
-        if self.table.interpolate:
+        if self.table.interpolate and not any(is_block(c.key) for c in missing):
             for cfg in missing:  # estimates now (or raises naming the key that cannot be)
                 self.table.latency(cfg)
             return
         t = self.table
+        what, option = ("block", " --granularity block") if self.granularity == "block" else ("layer", "")
         raise MissingLatencyError(
             missing[0].key, t.device_id, t.runtime, t.runtime_options, path=t.origin,
-            reason=f"{len(missing)} of the {len(self.space.all_layer_configs())} layer keys of space "
-                   f"{self.space.name} are missing; run `lutbuild build --space {self.space.name}`")
+            reason=f"{len(missing)} of the {len(self.needed_keys())} {what} keys of space "
+                   f"{self.space.name} are missing; run `lutbuild build --space {self.space.name}{option}`")
 
     # ------------------------------------------------------------------ parts
     def block_latency(self, block, cin: int, expand: int, out: int, kernel: int) -> float:
-        """Sum of the LUT latencies (ms) of `block` (a `ResolvedBlock`) at these widths/kernel.
+        """LUT latency (ms) of `block` (a `ResolvedBlock`) at these widths/kernel: its block row
+        (granularity ``block``, or ``auto`` where the slice has it), else the sum of its layer rows.
 
         `out == 0` on a residual block means removed (0 ms). Not cached; `predict` caches.
         """
         if block.residual and out == 0:
             return 0.0
+        if self.granularity != "layer":
+            key = self.space.block_key(block, cin, expand, out, kernel)
+            if self.granularity == "block" or self.table.has(key):
+                return self.table.latency(key)
         # Same layer list as `space.layer_configs` (one source of truth for the keys).
         layers = self.space.block_layers(block, cin, expand, out, kernel)
         return sum(self.table.latency(c) for c in layers)
@@ -119,3 +161,9 @@ class LatencyPredictor:
 
     def predict_many(self, cfgs: Iterable) -> list[float]:
         return [self.predict(c) for c in cfgs]
+
+
+def block_row_count(table: LatencyTable) -> int:
+    """Rows of `table`'s slice whose key is a whole block (`lut_db.layer_key.is_block`)."""
+    # LatencyTable lists no keys publicly; its key dict is read here, once per predictor.
+    return sum(1 for key in table.keys() if is_block(key))

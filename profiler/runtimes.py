@@ -7,12 +7,14 @@ and `verify_lut` go through them, so a verify always reads the slice its build w
 The options string (`RuntimeSpec.options`) is `threads=N;delegate=D` for float32 CPU models
 (as it always was), gains `;gpu_precision_loss=...` for the phone's GPU delegate and
 `;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), and `;ort_opt=extended|basic`
-for an ONNX slice measured below ORT_ENABLE_ALL (`--ort-opt`), so such slices of one
+for an ONNX slice measured below ORT_ENABLE_ALL (`--ort-opt`), `;context=nchwc` for in-context
+ONNX rows (`--context nchwc`, `context_models.py`), so such slices of one
 device sit side by side in one LUT file. The layer keys are the same in all: the dtype of a
 slice is how its layers are exported, not another layer.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from device_agents.contract import BenchmarkSettings
@@ -24,6 +26,11 @@ from .errors import ProfilerError, UnknownRuntime
 from .quantize import DTYPES, check_dtype
 
 RUNTIMES = ("tflite", "onnx")
+#: Layer contexts of an ONNX slice (`--context`): "alone" (each layer exported alone, the default,
+#: left out of the options string) or "nchwc" (rows between ONNX Runtime's NCHWc-keeping
+#: neighbours, `context_models.py`).
+ALONE, NCHWC = "alone", "nchwc"
+CONTEXTS = (ALONE, NCHWC)
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 #: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
 TFLITE_DELEGATES = ("xnnpack", "none", GPU)
@@ -40,8 +47,36 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
+@dataclass(frozen=True)
+class ContextRuntimeSpec(RuntimeSpec):
+    """An ONNX slice of in-context rows (`--context nchwc`, `context_models.py`): its options
+    string ends in `;context=nchwc`. Only such slices use this class; a default (`alone`) slice
+    is a plain `RuntimeSpec`, so every existing options string stays byte-identical.
+    (Candidate for a `context` field of `lut_db.layer_key.RuntimeSpec`, as `ort_opt` is.)"""
+
+    context: str = ALONE
+
+    @property
+    def options(self) -> str:
+        text = super().options
+        return text if self.context == ALONE else f"{text};context={self.context}"
+
+
+def check_context(context: str, runtime: str, ort_opt: str = "all") -> str:
+    """`context` when valid for `runtime` at `ort_opt`; a one-line `ProfilerError` otherwise."""
+    if context not in CONTEXTS:
+        raise ProfilerError(f"--context: unknown layer context {context!r}, expected one of {', '.join(CONTEXTS)}")
+    if context != ALONE and runtime != "onnx":
+        raise ProfilerError(f"--context {context}: only with --runtime onnx (rows between ONNX Runtime's NCHWc "
+                            "neighbours)")
+    if context != ALONE and ort_opt != "all":
+        raise ProfilerError(f"--context {context}: only at --ort-opt all (below it ONNX Runtime has no NCHWc layout)")
+    return context
+
+
 def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: str = "xnnpack",
-                  dtype: str = "float32", gpu_precision_loss: bool = False, ort_opt: str = "all") -> RuntimeSpec:
+                  dtype: str = "float32", gpu_precision_loss: bool = False, ort_opt: str = "all",
+                  context: str = ALONE) -> RuntimeSpec:
     """The `RuntimeSpec` (slice options) a build and a verify of `runtime` use.
 
     TFLite runs with `delegate` (XNNPACK, the CPU default on Android, or `none`: the builtin
@@ -49,7 +84,9 @@ def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: s
     `dtype` (`quantize.DTYPES`) is how the models are exported: float32 or full-integer int8.
     `delegate="gpu"` (phones only, `check_agent_delegate`) adds `gpu_precision_loss=true|false`.
     `ort_opt` (ONNX only, `ORT_OPT_LEVELS`): ONNX Runtime's graph optimization level; the
-    default "all" (ORT_ENABLE_ALL) is left out of the options string.
+    default "all" (ORT_ENABLE_ALL) is left out of the options string. `context` (ONNX at "all"
+    only, `CONTEXTS`): "nchwc" rows are measured between layout-keeping
+    neighbours (`;context=nchwc`); the default "alone" is left out.
     """
     check_runtime(runtime)
     check_dtype(dtype, runtime)
@@ -63,10 +100,15 @@ def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: s
                             f"{', '.join(ORT_OPT_LEVELS)}")
     if ort_opt != "all" and runtime != "onnx":
         raise ProfilerError(f"--ort-opt {ort_opt}: only with --runtime onnx (an ONNX Runtime graph optimization level)")
-    return RuntimeSpec(name=runtime, version=version, threads=threads,
-                       delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
-                       gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None,
-                       ort_opt=ort_opt)
+    fields = dict(name=runtime, version=version, threads=threads,
+                  delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
+                  gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None,
+                  ort_opt=ort_opt)
+    if check_context(context, runtime, ort_opt) == ALONE:
+        return RuntimeSpec(**fields)
+    if dtype != "float32":
+        raise ProfilerError(f"--context {context}: only for float32 models (not --quantize {dtype})")
+    return ContextRuntimeSpec(**fields, context=context)
 
 
 def check_agent_delegate(rt: RuntimeSpec, agent, label: str) -> None:

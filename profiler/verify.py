@@ -14,6 +14,13 @@ Each round also times the slice's reference layer, so the report says how far th
 drifted since the LUT was built. Noise is reported as the coefficient of variation (CoV)
 of the per-round medians (between processes) and of the runs (within a process).
 
+With `same_batch`, each round's batch also times every network's own LUT layer files right
+after the network (`same_batch.py`), and the report adds the error against that sum ("layers
+now"): the LUT's additivity with the host's drift since the build taken out (this host's core
+has a ~1.4x slow state that lasts seconds to minutes, docs/predict.md). Every run also scores the
+fast state: each network's p10 (median over rounds) against the LUT's p10 rows summed
+(`FastState`), which that slow state moves far less than the medians.
+
 With `op_profile`, one more pass after the rounds profiles every network per operator and
 joins each layer's in-network time to its LUT row (`verify_ops.py`, `op_join.py`); the
 rounds, and so every figure above, stay unprofiled.
@@ -44,11 +51,13 @@ from .export import ModelCache
 from .op_join import op_profile_refusal
 from .plan import batches
 from .predictor import LatencyPredictor
-from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, check_agent_delegate, slice_runtime
+from .runtimes import ALONE, DEFAULT_CACHE_DIR, benchmark_settings, check_agent_delegate, slice_runtime
+from .same_batch import Group, SameBatch, layers_now_ms, plan_batch
 from .spaces import resolve_space
 from .verify_ops import profile_networks
-from .verify_report import (HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
-                            ReferenceCalibration, SliceCoverage, VerifyReport, error_stats, mac_proxy)
+from .verify_report import (FastState, HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
+                            ReferenceCalibration, SameBatchSample, SliceCoverage, VerifyReport, error_stats,
+                            mac_proxy, same_batch_stats)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class VerifyOptions:
     cache_dir: Path = DEFAULT_CACHE_DIR
     interpolate: bool = False  # estimate keys missing from the LUT (and say how many)
     op_profile: bool = False  # one more, profiled pass: each layer's time inside the network next to its row
+    same_batch: bool = False  # also time each network's own layer files in its batches (`same_batch.py`)
+    context: str = ALONE  # ONNX: "nchwc" compares with the in-context slice (`;context=nchwc`, context_models.py)
     settings: dict = field(default_factory=dict)  # BenchmarkSettings overrides
 
 
@@ -89,6 +100,9 @@ class _Timings:
     run_cov: list[list[float]]  # per network: CoV of its runs in each round
     reference_ms: list[float] = field(default_factory=list)  # the reference layer, per benchmark process
     overhead_ms: list[float] = field(default_factory=list)  # the overhead model, per benchmark process
+    layers_now: list[list[float]] | None = None  # `same_batch`: per network, its layers' sum in each round
+    p10_per_round: list[list[float]] = field(default_factory=list)  # per network: its 10th percentile per round
+    layers_now_p10: list[list[float]] = field(default_factory=list)  # `same_batch`: its layers' p10 sum per round
 
 
 def draw_subnets(space, samples: int, seed: int = 0) -> list:
@@ -136,6 +150,37 @@ def _count_slice(db, space, device_id: str, runtime: str, options: str) -> Slice
                                                                                         reference[0]))
 
 
+def _fast_state(db_path, target: _Target, configs: list, p10_per_round: list[list[float]]) -> FastState | None:
+    """The networks' 10th percentiles against the LUT's p10 rows summed (+ the slice's overhead):
+    both sides in the core's fast state (docs/lut.md, "INT8 slices"). None when a row has no p10
+    (an interpolated key, or a merged row without one)."""
+    layers = [target.space.layer_configs(c) for c in configs]
+    rows = slice_p10_rows(db_path, target.info.device_id, target.rt.name, target.rt.options,
+                          sorted({cfg.key for net in layers for cfg in net}))
+    if any(rows.get(cfg.key) is None for net in layers for cfg in net):
+        return None
+    predicted = [sum(rows[cfg.key] for cfg in net) + target.table.overhead_ms for net in layers]
+    measured = [statistics.median(v) for v in p10_per_round]
+    between = [statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 else 0.0 for v in p10_per_round]
+    return FastState(error_stats(predicted, measured), measured, predicted, 100 * statistics.median(between))
+
+
+def slice_p10_rows(db_path, device_id: str, runtime: str, options: str, keys: list[str]) -> dict[str, float | None]:
+    """The slice's p10 (ms, overhead subtracted as stored) of each of `keys` that has a row."""
+    db = open_lut(db_path, create=False)
+    rows: dict[str, float | None] = {}
+    with lut_errors(db_path):
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                sql = (f"SELECT layer_key, p10_ms FROM measurements WHERE device_id = ? AND runtime = ? AND "
+                       f"runtime_options = ? AND layer_key IN ({', '.join('?' * len(chunk))})")
+                rows.update(db.execute(sql, [device_id, runtime, options, *chunk]))
+        finally:
+            db.close()
+    return rows
+
+
 def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyOptions = VerifyOptions(),
                progress: bool = True) -> VerifyReport:
     """Measure sampled whole networks and compare with the LUT (see module docstring)."""
@@ -151,6 +196,7 @@ def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyO
                                      **options.settings})
     timings = _measure_networks(agent, target.space, configs, coverage.reference, settings, options, progress)
     report = _report(target, db_path, options, settings, configs, predicted, coverage, timings, start)
+    report = replace(report, fast_state=_fast_state(db_path, target, configs, timings.p10_per_round))
     if options.op_profile:  # after the timed rounds, which stay unprofiled (verify_ops.py)
         overhead = report.overhead_ms.now if report.overhead_ms.now is not None else report.overhead_ms.lut
         ops = profile_networks(agent, target.space, target.table, configs,
@@ -163,14 +209,17 @@ def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) ->
     """Check the request and load the slice (user errors before any export)."""
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
-                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt)
+                  gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt, context=options.context)
+    if options.same_batch and options.context != ALONE:
+        # An in-context row is a difference of two timed models (context_models.py), not one file's time.
+        raise ProfilerError(f"--same-batch: not with --context {options.context} (its rows are not one file each)")
     if options.op_profile and op_profile_refusal(runtime, agent):
         raise ProfilerError(op_profile_refusal(runtime, agent))
     if options.samples < 2:
         raise ProfilerError(f"--samples: expected at least 2 networks, got {options.samples}")
     info = agent.info()
     rt = slice_runtime(runtime, options.threads, agent.runtime_version(runtime), options.delegate, options.dtype,
-                       options.gpu_precision_loss, options.ort_opt)
+                       options.gpu_precision_loss, options.ort_opt, options.context)
     check_agent_delegate(rt, agent, device_label(agent))
     table = LatencyTable.load(db_path, info.device_id, runtime, rt.options, interpolate=options.interpolate)
     predictor = LatencyPredictor(space, table)  # raises naming a missing key before any export
@@ -184,34 +233,47 @@ def _measure_networks(agent, space, configs: list, reference: ReferenceCalibrati
     bar = tqdm(total=len(chunks) * options.rounds + 1, desc=f"verify {space.name} {settings.runtime}", unit="batch",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
-        with ModelCache(options.cache_dir, settings.runtime, options.jobs, dtype=options.dtype) as cache:
+        with ModelCache(options.cache_dir, settings.runtime, options.jobs, dtype=options.dtype,
+                        context=options.context) as cache:
             bar.set_postfix_str("exporting networks")
             paths = cache.networks(space.spec, [c.to_dict() for c in configs])
+            groups = [Group(p, tuple(cache.layers(space.layer_configs(c))) if options.same_batch else ())
+                      for p, c in zip(paths, configs)]
             extra = [cache.overhead()]
             if reference and reference.key:
                 extra += cache.layers([LayerConfig.from_key(reference.key)])
             bar.update(1)
             bar.set_postfix_str("benchmarking")
-            return _benchmark_rounds(agent, paths, extra, chunks, settings, options.rounds, bar)
+            return _benchmark_rounds(agent, groups, extra, chunks, settings, options, bar)
     finally:
         bar.close()
 
 
-def _benchmark_rounds(agent, paths: list[Path], extra: list[Path], chunks: list[list[int]],
-                      settings: BenchmarkSettings, rounds: int, bar: tqdm) -> _Timings:
-    """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each."""
-    timings = _Timings([[] for _ in paths], [[] for _ in paths])
-    for _ in range(rounds):
+def _benchmark_rounds(agent, groups: list[Group], extra: list[Path], chunks: list[list[int]],
+                      settings: BenchmarkSettings, options: VerifyOptions, bar: tqdm) -> _Timings:
+    """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each;
+    with `same_batch`, each network's layer files right after it (its own copies: close in time)."""
+    timings = _Timings([[] for _ in groups], [[] for _ in groups],
+                       layers_now=[[] for _ in groups] if options.same_batch else None,
+                       p10_per_round=[[] for _ in groups], layers_now_p10=[[] for _ in groups])
+    for _ in range(options.rounds):
         for chunk in chunks:
             if hasattr(agent, "settle"):
                 agent.settle(60.0)
-            result = agent.benchmark([*extra, *(paths[i] for i in chunk)], settings)
-            timings.overhead_ms.append(result.timings[0].median_ms)
+            layout = plan_batch(extra, [groups[i] for i in chunk], share_layers=False)
+            result = agent.benchmark(layout.files, settings)
+            medians = [t.median_ms for t in result.timings]
+            p10 = [t.p10_ms for t in result.timings]
+            timings.overhead_ms.append(medians[0])
             if len(extra) > 1:
-                timings.reference_ms.append(result.timings[1].median_ms)
-            for i, timing in zip(chunk, result.timings[len(extra):]):
-                timings.per_round[i].append(timing.median_ms)
-                timings.run_cov[i].append(timing.cov)
+                timings.reference_ms.append(medians[1])
+            for i, at, layers_at in zip(chunk, layout.model_at, layout.layers_at):
+                timings.per_round[i].append(medians[at])
+                timings.run_cov[i].append(result.timings[at].cov)
+                timings.p10_per_round[i].append(p10[at])
+                if timings.layers_now is not None:
+                    timings.layers_now[i].append(layers_now_ms(medians, layers_at, medians[0]))
+                    timings.layers_now_p10[i].append(layers_now_ms(p10, layers_at, medians[0]))
             bar.update(1)
     return timings
 
@@ -228,13 +290,18 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
     fallback = [i for i, net in enumerate(layers) if any(cfg.key in target.table.cpu_fallback for cfg in net)]
     note = target.table.fallback_note((cfg for i in fallback for cfg in layers[i]),
                                       f"the LUT prediction of {len(fallback)} of the {len(configs)} networks")
+    same = None if timings.layers_now is None else [
+        SameBatch(*rounds) for rounds in zip(timings.per_round, timings.layers_now, timings.p10_per_round,
+                                             timings.layers_now_p10)]
     samples = [NetworkSample(
         index=i, kind="max" if i == 0 else "min" if i == 1 else "random", subnet=cfg.to_dict(),
         macs=int(macs[i]), layers=len(layers[i]), measured_ms=measured[i],
         round_medians_ms=timings.per_round[i], predicted_ms=predicted[i],
         error_pct=100 * (predicted[i] / measured[i] - 1), mac_proxy_ms=float(proxy[i]),
         mac_proxy_error_pct=float(100 * (proxy[i] / measured[i] - 1)), cov_between_rounds_pct=100 * between[i],
-        cov_runs_pct=100 * statistics.median(timings.run_cov[i])) for i, cfg in enumerate(configs)]
+        cov_runs_pct=100 * statistics.median(timings.run_cov[i]),
+        same_batch=None if same is None else SameBatchSample.of(same[i], predicted[i]))
+        for i, cfg in enumerate(configs)]
     return VerifyReport(
         space=space.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=target.info,
         runtime=target.rt.name, runtime_version=target.rt.version, runtime_options=target.rt.options,
@@ -247,7 +314,7 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
                                  settings.min_seconds, options.interpolate),
         host=HostInfo(platform.python_version(), platform.machine()),
         wall_s=time.monotonic() - start, samples=samples, cpu_fallback_networks=len(fallback),
-        cpu_fallback_note=note)
+        cpu_fallback_note=note, same_batch=None if same is None else same_batch_stats(samples))
 
 
 def _noise(between: list[float], samples: list[NetworkSample], reference_ms: list[float],

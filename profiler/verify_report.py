@@ -7,6 +7,7 @@ CoV in % (`*_pct`), shares within ±5 / ±10 % as fractions in [0, 1].
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
@@ -16,6 +17,7 @@ from scipy.stats import spearmanr
 from device_agents.contract import DeviceInfo
 
 from .op_join import OpJoinReport, format_op_join
+from .same_batch import SameBatch
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,61 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class SameBatchSample:
+    """`verify --same-batch`: one network's own layer files timed in its runner batches (ms, %).
+
+    The LUT's error splits into `lut_vs_layers_now_pct` (the rows against the same layers
+    now: the host's drift since the build) and `error_pct` (the layers now against the
+    network, paired per round: the LUT's additivity)."""
+
+    layers_now_ms: float  # median over rounds of the layers' sum (+ one overhead), as a LUT prediction
+    round_layers_now_ms: list[float]
+    error_pct: float  # median over rounds of layers-now / network, minus 1 (negative: under-predicts)
+    lut_vs_layers_now_pct: float  # the LUT prediction against layers-now
+    round_p10_ms: list[float]  # the network's 10th percentile per round (the core's fast state)
+    round_layers_now_p10_ms: list[float]  # its layers' p10 (less the batch's overhead) summed, + the overhead
+
+    @classmethod
+    def of(cls, same: SameBatch, predicted_ms: float) -> SameBatchSample:
+        return cls(same.layers_now_ms, same.round_layers_now_ms, same.error_pct,
+                   100 * (predicted_ms / same.layers_now_ms - 1), same.round_whole_p10_ms,
+                   same.round_layers_now_p10_ms)
+
+
+@dataclass(frozen=True)
+class SameBatchStats:
+    """`verify --same-batch` over all networks: additivity (layers now vs networks) and drift
+    (LUT rows vs layers now)."""
+
+    additivity: ErrorStats  # layers-now (paired per round) as the prediction of each network
+    lut_vs_layers_now: ErrorStats  # the LUT prediction scored against layers-now
+    additivity_p10: ErrorStats  # the same in the fast state: the layers' p10 sum against the network's p10
+
+    def to_json_dict(self) -> dict:
+        return {"additivity": self.additivity.to_json_dict(),
+                "lut_vs_layers_now": self.lut_vs_layers_now.to_json_dict(),
+                "additivity_p10": self.additivity_p10.to_json_dict()}
+
+
+@dataclass(frozen=True)
+class FastState:
+    """Both sides in the core's fast state: each network's 10th percentile (median over rounds)
+    against the LUT's p10 rows summed plus the slice's overhead (ms). This host's core has a
+    slow state (1.65-2.6x for XNNPACK's int8 7x7 depthwise) lasting seconds to minutes; a
+    median takes whichever state held most of the runs, a p10 the fast one."""
+
+    stats: ErrorStats
+    measured_p10_ms: list[float]  # per network, in sample order
+    predicted_p10_ms: list[float]
+    cov_between_rounds_pct_median: float  # of the networks' p10 between rounds
+
+    def to_json_dict(self) -> dict:
+        return {**self.stats.to_json_dict(), "measured_p10_ms": self.measured_p10_ms,
+                "predicted_p10_ms": self.predicted_p10_ms,
+                "cov_between_rounds_pct_median": self.cov_between_rounds_pct_median}
+
+
+@dataclass(frozen=True)
 class NetworkSample:
     """One verified network: measured (ms, median of per-round medians) against both predictors."""
 
@@ -159,6 +216,25 @@ class NetworkSample:
     mac_proxy_error_pct: float
     cov_between_rounds_pct: float
     cov_runs_pct: float
+    same_batch: SameBatchSample | None = None  # `--same-batch` only (left out of the JSON otherwise)
+
+    def to_json_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if self.same_batch is None:
+            del data["same_batch"]
+        return data
+
+
+def same_batch_stats(samples: Sequence[NetworkSample]) -> SameBatchStats:
+    """Both `SameBatchStats` scores of networks measured with `--same-batch`."""
+    same = [s.same_batch for s in samples]
+    paired = [s.measured_ms * (1 + b.error_pct / 100) for s, b in zip(samples, same)]
+    p10 = [statistics.median(b.round_p10_ms) for b in same]
+    paired_p10 = [m * statistics.median(x / w for x, w in zip(b.round_layers_now_p10_ms, b.round_p10_ms))
+                  for m, b in zip(p10, same)]
+    return SameBatchStats(error_stats(paired, [s.measured_ms for s in samples]),
+                          error_stats([s.predicted_ms for s in samples], [b.layers_now_ms for b in same]),
+                          error_stats(paired_p10, p10))
 
 
 @dataclass(frozen=True)
@@ -185,6 +261,8 @@ class VerifyReport:
     cpu_fallback_networks: int = 0  # GPU-delegate slices: networks predicted with rows that partly ran on the CPU
     cpu_fallback_note: str = ""  # the one-line warning about them ("" when none)
     op_profile: OpJoinReport | None = None  # `verify --op-profile`: per-layer times inside the networks
+    same_batch: SameBatchStats | None = None  # `verify --same-batch`: additivity with the host's drift taken out
+    fast_state: FastState | None = None  # p10 against p10 (None: a row without p10)
 
     def to_json_dict(self) -> dict:
         """The `--json` document (keys in this order, the LUT's error stats at the top level)."""
@@ -200,8 +278,10 @@ class VerifyReport:
             "protocol": dataclasses.asdict(self.protocol),
             "host": dataclasses.asdict(self.host),
             "wall_s": self.wall_s,
-            "samples": [dataclasses.asdict(s) for s in self.samples],
+            "samples": [s.to_json_dict() for s in self.samples],
             "cpu_fallback_networks": self.cpu_fallback_networks,
+            **({} if self.same_batch is None else {"same_batch": self.same_batch.to_json_dict()}),
+            **({} if self.fast_state is None else {"fast_state": self.fast_state.to_json_dict()}),
             **({} if self.op_profile is None else {"op_profile": self.op_profile.to_json_dict()}),
         }
 
@@ -214,14 +294,29 @@ def format_report(report: VerifyReport) -> str:
              f"{report.stats.n} networks; LUT plan {'+'.join(plan.plans) or '?'}: "
              f"{plan.measured} measured, {plan.interpolated} interpolated keys",
              f"{'predictor':<22} {'MAPE %':>7} {'±5 %':>6} {'±10 %':>6} {'Spearman':>8} {'bias %':>7} {'max %':>7}"]
-    for name, stats in (("LUT (sum of layers)", report.stats), ("MAC proxy (a*MACs+b)", report.mac_proxy.stats)):
+    rows = [("LUT (sum of layers)", report.stats), ("MAC proxy (a*MACs+b)", report.mac_proxy.stats)]
+    if report.fast_state is not None:
+        rows.append(("LUT p10 vs network p10", report.fast_state.stats))
+    if report.same_batch is not None:
+        rows += [("layers now, same batch", report.same_batch.additivity),
+                 ("  the same, p10", report.same_batch.additivity_p10)]
+    for name, stats in rows:
         lines.append(f"{name:<22} {format_error_stats(stats)} {stats.max_abs_err_pct:7.2f}")
+    if report.same_batch is not None:
+        drift = report.same_batch.lut_vs_layers_now
+        lines.append(f"same batch: each network's own layer files timed beside it; the LUT rows vs those layers "
+                     f"now: bias {drift.bias_pct:+.1f}%, MAPE {drift.mape_pct:.1f}% (the host's drift since the "
+                     f"build); 'layers now' vs the networks is the LUT's additivity")
     noise = report.noise
     drift = noise.reference_drift_pct
     lines.append(f"noise: CoV between rounds median {noise.cov_between_rounds_pct_median:.2f}% "
                  f"(max {noise.cov_between_rounds_pct_max:.2f}%), within a round {noise.cov_runs_pct_median:.1f}%; "
                  f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
                  f"overhead {report.overhead_ms.lut:.4f} ms in LUT")
+    if report.fast_state is not None:
+        lines.append(f"fast state: p10 of each network (CoV between rounds median "
+                     f"{report.fast_state.cov_between_rounds_pct_median:.2f}%) against the LUT's p10 rows; "
+                     f"this host's core has a slow state the median follows (docs/lut.md, INT8 slices)")
     if report.cpu_fallback_note:
         lines.append(report.cpu_fallback_note)
     if report.op_profile is not None:

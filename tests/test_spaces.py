@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from lut_db.layer_key import LayerConfig
+from lut_db.layer_key import BlockConfig, LayerConfig
 from lut_db.op_kinds import OP_KINDS
 from search.spaces import (SPACE_CLASSES, DepthSearchSpace, SearchSpace, SubnetConfig, UnknownSpace, decode_block,
                            get_space, list_spaces, space_from_spec)
@@ -153,8 +153,9 @@ def test_space_from_spec_picks_the_class_of_the_spec_type():
 def test_every_op_kind_has_one_builder_and_declared_io():
     assert set(BUILDERS) == set(OP_KINDS)
     for op, kind in OP_KINDS.items():
-        cfg = LayerConfig(op, 4, 4, 8, 8 if op != "linear" else 16, kernel=3, groups=8 if op == "dwconv" else 1,
-                          hidden=8 if op == "se" else 0)
+        cfg = BlockConfig(op, 4, 4, 8, 8, kernel=3, expand=16) if op == "block" else \
+            LayerConfig(op, 4, 4, 8, 8 if op != "linear" else 16, kernel=3, groups=8 if op == "dwconv" else 1,
+                        hidden=8 if op == "se" else 0)
         module, inputs = build_layer(cfg)
         assert [t.dim() for t in inputs] == [4 if k == "image" else 2 for k in kind.inputs]
         assert module(*inputs).dim() == (4 if kind.output == "image" else 2)

@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from lut_db.layer_key import LayerConfig
+from lut_db.layer_key import BLOCK, BlockConfig, LayerConfig
 
 from .config import se_hidden
 
@@ -37,3 +37,11 @@ def linear(cin: int, cout: int, act: str = "none") -> LayerConfig:
 
 def upsample(hw: tuple[int, int], channels: int, factor: int) -> LayerConfig:
     return LayerConfig("upsample", hw[0], hw[1], cin=channels, cout=channels, stride=factor)
+
+
+def block(hw: tuple[int, int], kind: str, cin: int, expand: int, out: int, kernel: int, stride: int, act: str,
+          se: bool, residual: bool) -> BlockConfig:
+    """A whole ``ir``/``ds`` block (`BlockConfig`): `cin` input channels, `expand` depthwise
+    channels (== `cin` for ``ds``), `out` projection filters, SE width from `se_hidden(expand)`."""
+    return BlockConfig(BLOCK, hw[0], hw[1], cin, out, kernel=kernel, stride=stride, act=act,
+                       hidden=se_hidden(expand) if se else 0, expand=expand, kind=kind, residual=residual)

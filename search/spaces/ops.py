@@ -95,6 +95,30 @@ class Upsample(nn.Module):
         return nn.functional.interpolate(x, scale_factor=self.factor, mode="nearest")
 
 
+class BlockOps(nn.Module):
+    """One ``ir``/``ds`` block from the per-layer modules above, composed as
+    `subnet.InvertedResidual` composes them: [1x1 expand] -> k x k depthwise -> [SE] -> 1x1
+    project [-> CBC add onto the input]. The module of a whole-block LUT key (op ``block``,
+    `lut_db.layer_key.BlockConfig`), so a block row times the very graph a network runs."""
+
+    def __init__(self, cfg: LayerConfig):
+        super().__init__()
+        e = cfg.expand
+        self.expand = ConvBNAct(cfg.cin, e, 1, 1, 1, cfg.act) if cfg.kind == "ir" else None
+        self.dw = ConvBNAct(e, e, cfg.kernel, cfg.stride, e, cfg.act)
+        self.se = SqueezeExcite(e, cfg.hidden) if cfg.hidden else None
+        self.project = ConvBNAct(e, cfg.cout, 1, 1, 1, "none")
+        self.add = ResidualAdd(cfg.cout, cfg.cin) if cfg.residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.expand(x) if self.expand is not None else x
+        h = self.dw(h)
+        if self.se is not None:
+            h = self.se(h)
+        h = self.project(h)
+        return self.add(h, x) if self.add is not None else h
+
+
 #: LUT op kind -> the module of one key (BN statistics still at their defaults).
 BUILDERS: dict[str, Callable[[LayerConfig], nn.Module]] = {
     "conv": lambda c: ConvBNAct(c.cin, c.cout, c.kernel, c.stride, c.groups, c.act),
@@ -104,6 +128,7 @@ BUILDERS: dict[str, Callable[[LayerConfig], nn.Module]] = {
     "gap": lambda c: GlobalPool(),
     "linear": lambda c: LinearAct(c.cin, c.cout, c.act),
     "upsample": lambda c: Upsample(c.stride),
+    "block": BlockOps,
 }
 if set(BUILDERS) != set(OP_KINDS):
     raise ValueError(f"search/spaces/ops.py: builders for {sorted(BUILDERS)} but the LUT op kinds are "

@@ -286,6 +286,52 @@ class SearchSpace:
                     if out <= cin:
                         yield keys.add(block.out_hw, out, cin)
 
+    # ----------------------------------------------------------------- whole-block LUT keys
+    def block_key(self, block: ResolvedBlock, cin: int, expand: int, out: int, kernel: int) -> LayerConfig:
+        """The one LUT key of a kept block at these widths (channels) and depthwise `kernel`:
+        a `BlockConfig` for ``ir``/``ds`` blocks (`lutbuild build --granularity block`), the conv
+        key itself for a ``cn`` block (one layer: its block key is its layer key)."""
+        if block.kind == "cn":
+            return keys.conv(block.in_hw, cin, out, block.default_kernel, block.stride, block.act)
+        return keys.block(block.in_hw, block.kind, cin, expand, out, kernel, block.stride, block.act, block.se,
+                          block.residual)
+
+    def block_choices(self, block: ResolvedBlock) -> Iterator[tuple[int, int, int, int]]:
+        """Every (in, expand, out, kernel) a kept `block` can have in a canonical sub-network
+        (`block_widths`): positive widths, a residual block's CBC width <= its input; kernel 0 for ``cn``."""
+        choices = {n: [c for c in v.choices if c > 0] for n, v in self.width_vars.items()}
+        for cin in choices[block.in_var]:
+            expands = choices[block.expand_var] if block.expand_var else [cin]
+            for expand in ([0] if block.kind == "cn" else expands):
+                for out in choices[block.out_var]:
+                    if block.residual and out > cin:
+                        continue
+                    for kernel in block.kernel_choices or (0,):
+                        yield cin, expand, out, kernel
+
+    def block_configs(self, config: SubnetConfig) -> list[LayerConfig]:
+        """LUT keys of `config` at block granularity: the stem, one `block_key` per kept block, the head."""
+        found = [self.stem_layer(config.widths["stem"])]
+        for block in self.blocks:
+            cin, expand, out, _ = self.block_widths(block, config)
+            if block.residual and out == 0:
+                continue
+            found.append(self.block_key(block, cin, expand, out, config.kernels.get(block.name, 0)))
+        found.extend(self.head_layers(config.widths[self.final_stream], config.widths["head.fc"]))
+        return found
+
+    def all_block_configs(self) -> set[LayerConfig]:
+        """Every distinct key `block_configs` can need (the `--granularity block` plans): the stem's and
+        head's layer keys and every block's `block_key`."""
+        choices = {n: [c for c in v.choices if c > 0] for n, v in self.width_vars.items()}
+        found = {self.stem_layer(c) for c in choices["stem"]}
+        for block in self.blocks:
+            found.update(self.block_key(block, *choice) for choice in self.block_choices(block))
+        for c in choices[self.final_stream]:
+            for fc in choices["head.fc"]:
+                found.update(self.head_layers(c, fc))
+        return found
+
     # ----------------------------------------------------------------- networks
     def build_subnet(self, config: SubnetConfig, dropout: float = 0.0) -> nn.Module:
         """Randomly initialised standalone network of `config` (weights come from the supernet or training).
