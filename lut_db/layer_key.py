@@ -181,6 +181,10 @@ def is_block(key: str) -> bool:
     return key.startswith(f"{BLOCK}:")
 
 
+#: The default layer context of a slice: each layer exported and timed alone (`RuntimeSpec.context`).
+ALONE = "alone"
+
+
 @dataclass(frozen=True)
 class RuntimeSpec:
     """Which runtime measured a row and how; selects one LUT slice with the device id."""
@@ -193,6 +197,8 @@ class RuntimeSpec:
     gpu_precision_loss: bool | None = None  # GPU delegate only (fp16 allowed); None: not a GPU slice
     # ONNX Runtime's graph optimization level: "all" (ORT_ENABLE_ALL, the default), "extended", "basic"
     ort_opt: str = "all"
+    # ONNX rows measured alone (the default) or between NCHWc-keeping neighbours ("nchwc")
+    context: str = ALONE
 
     @property
     def options(self) -> str:
@@ -202,12 +208,14 @@ class RuntimeSpec:
         its slices); a GPU slice adds `;gpu_precision_loss=true|false`, an int8 one `;dtype=int8`,
         so float32, int8 and GPU slices of one device sit side by side in one LUT file. An ONNX
         slice measured below ORT_ENABLE_ALL ends in `;ort_opt=extended|basic` (the default level
-        is omitted, so every existing options string stays byte-identical)."""
+        is omitted, so every existing options string stays byte-identical); an in-context ONNX
+        slice (`--context nchwc`) ends in `;context=nchwc`, the default `alone` omitted."""
         text = f"threads={self.threads};delegate={self.delegate}"
         if self.gpu_precision_loss is not None:
             text += f";gpu_precision_loss={'true' if self.gpu_precision_loss else 'false'}"
         text = text if self.dtype == "float32" else f"{text};dtype={self.dtype}"
-        return text if self.ort_opt == "all" else f"{text};ort_opt={self.ort_opt}"
+        text = text if self.ort_opt == "all" else f"{text};ort_opt={self.ort_opt}"
+        return text if self.context == ALONE else f"{text};context={self.context}"
 
 
 #: Prefix of every generic key (`GenericKey.key`); no `LayerConfig` key starts with it (no op kind is named so).

@@ -14,13 +14,12 @@ slice is how its layers are exported, not another layer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from device_agents.contract import BenchmarkSettings
 from device_agents.gpu_delegate import GPU
 from device_agents.runner import ORT_OPT_LEVELS
-from lut_db.layer_key import RuntimeSpec
+from lut_db.layer_key import ALONE, RuntimeSpec
 
 from .errors import ProfilerError, UnknownRuntime
 from .quantize import DTYPES, check_dtype
@@ -29,7 +28,7 @@ RUNTIMES = ("tflite", "onnx")
 #: Layer contexts of an ONNX slice (`--context`): "alone" (each layer exported alone, the default,
 #: left out of the options string) or "nchwc" (rows between ONNX Runtime's NCHWc-keeping
 #: neighbours, `context_models.py`).
-ALONE, NCHWC = "alone", "nchwc"
+NCHWC = "nchwc"
 CONTEXTS = (ALONE, NCHWC)
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 #: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
@@ -45,21 +44,6 @@ def check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise UnknownRuntime(runtime, RUNTIMES)
     return runtime
-
-
-@dataclass(frozen=True)
-class ContextRuntimeSpec(RuntimeSpec):
-    """An ONNX slice of in-context rows (`--context nchwc`, `context_models.py`): its options
-    string ends in `;context=nchwc`. Only such slices use this class; a default (`alone`) slice
-    is a plain `RuntimeSpec`, so every existing options string stays byte-identical.
-    (Candidate for a `context` field of `lut_db.layer_key.RuntimeSpec`, as `ort_opt` is.)"""
-
-    context: str = ALONE
-
-    @property
-    def options(self) -> str:
-        text = super().options
-        return text if self.context == ALONE else f"{text};context={self.context}"
 
 
 def check_context(context: str, runtime: str, ort_opt: str = "all") -> str:
@@ -100,15 +84,12 @@ def slice_runtime(runtime: str, threads: int = 1, version: str = "", delegate: s
                             f"{', '.join(ORT_OPT_LEVELS)}")
     if ort_opt != "all" and runtime != "onnx":
         raise ProfilerError(f"--ort-opt {ort_opt}: only with --runtime onnx (an ONNX Runtime graph optimization level)")
-    fields = dict(name=runtime, version=version, threads=threads,
-                  delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
-                  gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None,
-                  ort_opt=ort_opt)
-    if check_context(context, runtime, ort_opt) == ALONE:
-        return RuntimeSpec(**fields)
-    if dtype != "float32":
+    if check_context(context, runtime, ort_opt) != ALONE and dtype != "float32":
         raise ProfilerError(f"--context {context}: only for float32 models (not --quantize {dtype})")
-    return ContextRuntimeSpec(**fields, context=context)
+    return RuntimeSpec(name=runtime, version=version, threads=threads,
+                       delegate=delegate if runtime == "tflite" else "cpu", dtype=dtype,
+                       gpu_precision_loss=gpu_precision_loss if (runtime, delegate) == ("tflite", GPU) else None,
+                       ort_opt=ort_opt, context=context)
 
 
 def check_agent_delegate(rt: RuntimeSpec, agent, label: str) -> None:

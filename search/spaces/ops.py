@@ -95,20 +95,21 @@ class Upsample(nn.Module):
         return nn.functional.interpolate(x, scale_factor=self.factor, mode="nearest")
 
 
-class BlockOps(nn.Module):
-    """One ``ir``/``ds`` block from the per-layer modules above, composed as
-    `subnet.InvertedResidual` composes them: [1x1 expand] -> k x k depthwise -> [SE] -> 1x1
-    project [-> CBC add onto the input]. The module of a whole-block LUT key (op ``block``,
-    `lut_db.layer_key.BlockConfig`), so a block row times the very graph a network runs."""
+class InvertedResidualOps(nn.Module):
+    """``ir``/``ds`` block: [1x1 expand] -> k x k depthwise -> [SE] -> 1x1 project [-> CBC add].
 
-    def __init__(self, cfg: LayerConfig):
+    The one composition of a block: the sub-network's blocks (`subnet.InvertedResidual`) and the
+    whole-block LUT key (op ``block``, `lut_db.layer_key.BlockConfig`) are both this module, so
+    a block row times the very graph a network runs. `se_hidden` 0: no SE."""
+
+    def __init__(self, kind: str, cin: int, expand: int, out: int, kernel: int, stride: int, act: str,
+                 se_hidden: int, residual: bool):
         super().__init__()
-        e = cfg.expand
-        self.expand = ConvBNAct(cfg.cin, e, 1, 1, 1, cfg.act) if cfg.kind == "ir" else None
-        self.dw = ConvBNAct(e, e, cfg.kernel, cfg.stride, e, cfg.act)
-        self.se = SqueezeExcite(e, cfg.hidden) if cfg.hidden else None
-        self.project = ConvBNAct(e, cfg.cout, 1, 1, 1, "none")
-        self.add = ResidualAdd(cfg.cout, cfg.cin) if cfg.residual else None
+        self.expand = ConvBNAct(cin, expand, 1, 1, 1, act) if kind == "ir" else None
+        self.dw = ConvBNAct(expand, expand, kernel, stride, expand, act)
+        self.se = SqueezeExcite(expand, se_hidden) if se_hidden else None
+        self.project = ConvBNAct(expand, out, 1, 1, 1, "none")
+        self.add = ResidualAdd(out, cin) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.expand(x) if self.expand is not None else x
@@ -128,7 +129,8 @@ BUILDERS: dict[str, Callable[[LayerConfig], nn.Module]] = {
     "gap": lambda c: GlobalPool(),
     "linear": lambda c: LinearAct(c.cin, c.cout, c.act),
     "upsample": lambda c: Upsample(c.stride),
-    "block": BlockOps,
+    "block": lambda c: InvertedResidualOps(c.kind, c.cin, c.expand, c.cout, c.kernel, c.stride, c.act,
+                                           c.hidden, c.residual),
 }
 if set(BUILDERS) != set(OP_KINDS):
     raise ValueError(f"search/spaces/ops.py: builders for {sorted(BUILDERS)} but the LUT op kinds are "

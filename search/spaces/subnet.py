@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ops import ConvBNAct, GlobalPool, LinearAct, ResidualAdd, SqueezeExcite
+from .ops import ConvBNAct, GlobalPool, InvertedResidualOps, LinearAct
 from .config import ResolvedBlock, ResolvedSpace, SubnetConfig, se_hidden
 
 
@@ -30,24 +30,12 @@ class ConvBlock(nn.Module):
         return self.conv(x)
 
 
-class InvertedResidual(nn.Module):
-    """``ir``/``ds`` block: [1x1 expand] -> k x k depthwise -> [SE] -> 1x1 project [-> CBC add]."""
+class InvertedResidual(InvertedResidualOps):
+    """``ir``/``ds`` block of a resolved space at these widths (`ops.InvertedResidualOps`)."""
 
     def __init__(self, block: ResolvedBlock, cin: int, expand: int, out: int, kernel: int):
-        super().__init__()
-        self.expand = ConvBNAct(cin, expand, 1, 1, 1, block.act) if block.kind == "ir" else None
-        self.dw = ConvBNAct(expand, expand, kernel, block.stride, expand, block.act)
-        self.se = SqueezeExcite(expand, se_hidden(expand)) if block.se else None
-        self.project = ConvBNAct(expand, out, 1, 1, 1, "none")
-        self.add = ResidualAdd(out, cin) if block.residual else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.expand(x) if self.expand is not None else x
-        h = self.dw(h)
-        if self.se is not None:
-            h = self.se(h)
-        h = self.project(h)
-        return self.add(h, x) if self.add is not None else h
+        super().__init__(block.kind, cin, expand, out, kernel, block.stride, block.act,
+                         se_hidden(expand) if block.se else 0, block.residual)
 
 
 class ClassifierHead(nn.Module):
