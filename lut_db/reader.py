@@ -19,6 +19,9 @@ from .schema import open_lut_for_reading
 
 #: The options string of a default `RuntimeSpec` (single thread, XNNPACK).
 DEFAULT_RUNTIME_OPTIONS = RuntimeSpec(name="").options
+#: The row statistics a table can hold (`LatencyTable.load(statistic=...)`) -> their column.
+#: "p10": the core's fast state, what whole networks' p10s add up to (docs/lut.md "INT8 slices").
+STATISTICS = {"median": "median_ms", "p10": "p10_ms"}
 #: Calibration name of the per-invoke overhead in ms: the profiler subtracts it from every
 #: layer (a layer alone pays it once, a network pays it once in total), `predict` adds it back.
 OVERHEAD = "overhead"
@@ -29,7 +32,8 @@ BOUNDARY = "boundary"
 
 
 class LatencyTable:
-    """Latencies (median ms) of one slice: one device, one runtime, one options string.
+    """Latencies (median ms, or another row `statistic`) of one slice: one device, one runtime,
+    one options string.
 
     With `interpolate=True` a missing key is estimated from measured layers of its family
     (`lut_db.interpolate`), cached, and listed in `interpolated_keys`, which also holds the
@@ -41,8 +45,9 @@ class LatencyTable:
                  runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolated: Iterable[str] = (),
                  calibration_ms: Mapping[str, float] | None = None,
                  runtime_versions: Iterable[str] = (), interpolate: bool = False, origin: str = "",
-                 cpu_fallback: Mapping[str, Iterable[str]] | None = None) -> None:
+                 cpu_fallback: Mapping[str, Iterable[str]] | None = None, statistic: str = "median") -> None:
         self._ms: dict[str, float] = dict(latencies_ms)
+        self.statistic = statistic  # which row statistic the latencies are (a key of STATISTICS)
         self.device_id, self.runtime, self.runtime_options = device_id, runtime, runtime_options
         self.interpolated_keys: set[str] = set(interpolated)
         self.calibration_ms: dict[str, float] = dict(calibration_ms or {})
@@ -60,15 +65,23 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path, device_id: str, runtime: str,
-             runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False) -> LatencyTable:
-        """Read one slice of the LUT at `path` (raises `UnknownSlice` if it has no rows)."""
+             runtime_options: str = DEFAULT_RUNTIME_OPTIONS, interpolate: bool = False,
+             statistic: str = "median") -> LatencyTable:
+        """Read one slice of the LUT at `path` (raises `UnknownSlice` if it has no rows).
+
+        `statistic`: which column of each row ("median", the default every prediction uses, or
+        "p10"); a row without that statistic (NULL: an interpolated row of an older build) is
+        left out, i.e. missing (or interpolated with `interpolate`, from the same statistic)."""
+        if statistic not in STATISTICS:
+            raise ValueError(f"LatencyTable.load: statistic: expected one of {', '.join(STATISTICS)}, "
+                             f"got {statistic!r}")
         db = open_lut_for_reading(path)
         try:
             with lut_errors(path):
                 where = "WHERE device_id = ? AND runtime = ? AND runtime_options = ?"
                 args = [device_id, runtime, runtime_options]
-                rows = db.execute(f"SELECT layer_key, median_ms, source, runtime_version FROM measurements {where}",
-                                  args).fetchall()
+                rows = db.execute(f"SELECT layer_key, {STATISTICS[statistic]}, source, runtime_version "
+                                  f"FROM measurements {where}", args).fetchall()
                 if not rows:
                     present = [f"{s.device_id} {s.runtime} {s.runtime_options} ({s.rows} rows)" for s in _slices(db)]
                     raise UnknownSlice(str(path), device_id, runtime, runtime_options, present)
@@ -80,11 +93,13 @@ class LatencyTable:
                         f"FROM measurements {where} AND {GPU_COMPLETE_SQL} = 0", args).fetchall()}
         finally:
             db.close()
+        rows = [row for row in rows if row[1] is not None]
         return cls(
             {key: ms for key, ms, _, _ in rows}, device_id=device_id, runtime=runtime,
             runtime_options=runtime_options, calibration_ms=calibration, interpolate=interpolate,
             interpolated=(key for key, _, source, _ in rows if source == "interpolated"),
             runtime_versions={version for *_, version in rows}, origin=str(path), cpu_fallback=fallback,
+            statistic=statistic,
         )
 
     @staticmethod
@@ -105,7 +120,7 @@ class LatencyTable:
         return list(self._ms)
 
     def latency(self, cfg: LayerConfig) -> float:
-        """Median latency of one layer in ms (without the per-invoke overhead)."""
+        """Latency of one layer in ms, the table's `statistic` (without the per-invoke overhead)."""
         try:
             return self._ms[cfg.key]
         except KeyError:

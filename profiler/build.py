@@ -20,6 +20,7 @@ from .build_engine import run_build
 from .build_slices import connect_devices
 from .build_types import BuildOptions, BuildReport, MultiBuildReport
 from .errors import ProfilerError
+from .passes import check_passes
 from .plan import make_plan
 from .runtimes import DEFAULT_CACHE_DIR, benchmark_settings, slice_runtime
 from .spaces import resolve_space
@@ -58,6 +59,7 @@ def build_lut(space, agents, db_path: str | Path, runtime: str, options: BuildOp
     space = resolve_space(space)
     slice_runtime(runtime, options.threads, delegate=options.delegate, dtype=options.dtype,  # option errors first
                   gpu_precision_loss=options.gpu_precision_loss, ort_opt=options.ort_opt, context=options.context)
+    check_passes(options.passes)
     # --granularity block: whole-block keys + the layers outside blocks, registered as "<space>[block]"
     plan = make_block_plan(space, options.plan) if check_granularity(options.granularity) == "block" \
         else make_plan(space, options.plan)

@@ -22,7 +22,9 @@ Noise protocol (medians of one model drift ~Â±3% between processes over time, â‰
 one): each batch is timed with `repeats` interleaved passes (runner `--repeats`), and
 carries the overhead model and a fixed reference layer (see `calibrate.py`); a batch whose
 reference drifts more than `drift_pct` from the slice's median so far is re-measured up to
-`max_remeasure` times, and its drift is stored with its rows either way.
+`max_remeasure` times, and its drift is stored with its rows either way. With `--passes N`
+every key is then measured N-1 more times in fresh batches (same protocol, minutes later: another
+host state), and each key keeps the whole row of its lowest-p10 pass (`passes.py`).
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def run_build(db: Database, space_name: str, plan: Plan, devices: Sequence[Devic
     run.host_cpu = threading.Lock() if any(s.device.on_host for s in slices) else None
     result = MultiBuildReport([s.report for s in slices])
     desc = f"lutbuild {space_name} {runtime}" + (f" on {len(slices)} device(s)" if several else "")
-    bar = tqdm(total=sum(len(s.todo) for s in slices), desc=desc, unit="layer", file=sys.stderr,
+    bar = tqdm(total=sum(s.pending for s in slices), desc=desc, unit="layer", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     run.say = log or (lambda msg: bar.write(msg, file=sys.stderr))
     threads: list[threading.Thread] = []
@@ -125,7 +127,7 @@ def _measure_and_commit(db: Database, writer: LutWriter, plan_name: str, slices:
     finished = False
     try:
         for s in slices:
-            if not s.todo:
+            if not s.pending:
                 s.report.wall_s = time.monotonic() - run.start
                 continue
             t = threading.Thread(target=_work, name=f"lutbuild-{s.label}", daemon=True,
@@ -144,15 +146,16 @@ def _work(s: DeviceSlice, exports: SharedExports, overhead: Path, reference_path
     say = run.device_say(s)
     lock = run.host_cpu if s.device.on_host and run.host_cpu is not None else contextlib.nullcontext()
     try:
-        chunks = list(batches(s.todo, run.options.batch_size))
-        for i, batch in enumerate(chunks):
+        # pass 1 (keys not measured yet), then passes 2..N (--passes), each in batches of its own
+        chunks = [(k, batch) for k, keys in s.work for batch in batches(keys, run.options.batch_size)]
+        for i, (pass_no, batch) in enumerate(chunks):
             while not s.committed.wait(0.5):  # the writer refreshes the reference after each commit
                 if run.stop.is_set():
                     return
             if run.stop.is_set():
                 break
             t0 = time.monotonic()
-            paths = exports.request(batch, prefetch=chunks[i + 1] if i + 1 < len(chunks) else ())
+            paths = exports.request(batch, prefetch=chunks[i + 1][1] if i + 1 < len(chunks) else ())
             t1 = time.monotonic()
             reference = s.reference
             with lock:
@@ -162,7 +165,7 @@ def _work(s: DeviceSlice, exports: SharedExports, overhead: Path, reference_path
             s.report.export_s += t1 - t0
             s.report.benchmark_s += time.monotonic() - t1
             s.committed.clear()
-            run.results.put(("batch", s, FinishedBatch(batch, measurement, reference)))
+            run.results.put(("batch", s, FinishedBatch(batch, measurement, reference, pass_no)))
         run.results.put(("done", s, None))
     except BaseException as exc:  # noqa: BLE001 - reported by the writer, which decides
         run.results.put(("error", s, exc))

@@ -27,6 +27,7 @@ class BuildOptions:
     max_remeasure: int = 1  # re-measurements per batch before its rows are written anyway
     settle_s: float = 60.0  # longest wait for a throttled device before a batch (s)
     limit: int | None = None  # measure at most this many keys in this run (tests, trials)
+    passes: int = 1  # >1: re-measure every key N-1 more times, keep each key's lowest-p10 row (passes.py)
     cache_dir: Path = DEFAULT_CACHE_DIR  # exported model files, shared by every LUT
     settings: dict = field(default_factory=dict)  # BenchmarkSettings overrides (warmup_runs, ...)
 
@@ -55,6 +56,9 @@ class BuildReport:
     drifted_batches: int = 0  # written although the reference still drifted
     overhead_ms: float | None = None
     reconnects: int = 0  # dropped connections the device agent recovered from (phones)
+    passes: int = 1  # `--passes`: measurement passes over the slice (passes.py)
+    remeasured: dict[int, int] = field(default_factory=dict)  # pass (>= 2) -> keys it re-measured in this run
+    lowered: dict[int, int] = field(default_factory=dict)  # pass (>= 2) -> rows it replaced (a lower p10)
 
     def summary(self) -> str:
         return (f"{self.space} on {self.device_id} ({self.runtime} {self.runtime_version}, {self.runtime_options}), "
@@ -62,7 +66,9 @@ class BuildReport:
                 f"{self.planned} planned; interpolated {self.interpolated}; exported {self.exported} file(s) "
                 f"in {self.export_s:.1f} s, benchmarked in {self.benchmark_s:.1f} s, total {self.wall_s:.1f} s; "
                 f"overhead {self.overhead_ms if self.overhead_ms is None else round(self.overhead_ms, 4)} ms"
-                + (f"; {self.reconnects} reconnect(s)" if self.reconnects else ""))
+                + (f"; {self.reconnects} reconnect(s)" if self.reconnects else "")
+                + "".join(f"; pass {k}: re-measured {n} key(s), {self.lowered.get(k, 0)} row(s) lowered (p10)"
+                          for k, n in sorted(self.remeasured.items())))
 
 
 @dataclass

@@ -166,14 +166,18 @@ def devices(devices, key_path, auth_timeout_s) -> None:
                    "their cost (a separate LUT slice context=nchwc); refused for TFLite")
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default="layer", show_default=True,
               help="layer: one row per layer; block: one row per whole ir/ds block (stem and head stay layers)")
+@click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="measure every key this many times in separate batches (after the whole plan) and keep "
+                   "each key's row with the lowest p10: the host's fast state (docs/lut.md \"INT8 slices\")")
 def build(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, ort_opt, jobs, cache_dir, quiet, devices,
           binary, runner, transport, key_path, auth_timeout_s, plan, batch_size, repeats, limit, context,
-          granularity) -> None:
+          granularity, passes) -> None:
     """Measure the layer keys of a space on one or more devices and store them in the LUT (resumes)."""
     space = resolve_space(space)  # an unknown name fails before the device or the file is touched
     options = BuildOptions(plan=plan, jobs=jobs, threads=threads, delegate=delegate, dtype=quantize,
                            gpu_precision_loss=gpu_precision_loss, batch_size=batch_size, repeats=repeats, limit=limit,
-                           cache_dir=cache_dir, ort_opt=ort_opt, granularity=granularity, context=context)
+                           cache_dir=cache_dir, ort_opt=ort_opt, granularity=granularity, context=context,
+                           passes=passes)
     devices = devices or (LOCAL,)
     # Every device connected (and authorized) before the LUT file is touched; any failure: one line, exit 1.
     agents = open_agents(devices, runtime,

@@ -2,7 +2,9 @@
 
 Only the writer (main) thread calls these: one writer to SQLite however many devices measure.
 A committed batch refreshes its slice's reference and overhead calibration (`calibrate.py`),
-so a kill loses at most the batches in flight and never leaves a half batch.
+so a kill loses at most the batches in flight and never leaves a half batch. A batch of a
+further `--passes` pass replaces, per key, the stored row by the new one only when its p10 is
+lower, and records every pass's p10 either way, in the same one transaction (`passes.py`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from . import calibrate
 from .build_slices import DeviceSlice
 from .build_types import BuildOptions
 from .measure import BatchMeasurement
+from .passes import first_pass_row, keep_lowest, stored_rows
 from .plan import Plan
 
 
@@ -33,6 +36,7 @@ class FinishedBatch:
     layers: list[LayerConfig]
     measurement: BatchMeasurement
     reference: calibrate.Reference  # the anchor the batch's drift was measured against
+    pass_no: int = 1  # --passes: 1 = first measurement of its keys, k > 1 = the k-th pass (passes.py)
 
 
 def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: FinishedBatch, plan_name: str,
@@ -47,10 +51,18 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
     rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings,
                          {**provenance, **m.context_detail(i)}, delegation)  # in-context: raw wrapped + pairs
             for i, (cfg, timing, delegation) in enumerate(zip(batch.layers, m.layer_timings, delegations))]
+    if batch.pass_no > 1:  # a further pass: per key, the whole row of the lower p10 (+ every pass's p10)
+        stored = stored_rows(db, s.device.rt, s.device.info.device_id, batch.layers)
+        kept = [keep_lowest(stored.get(row.layer.key), row) for row in rows]
+        rows = [row for row, _ in kept]
+        s.report.remeasured[batch.pass_no] = s.report.remeasured.get(batch.pass_no, 0) + len(rows)
+        s.report.lowered[batch.pass_no] = s.report.lowered.get(batch.pass_no, 0) + sum(low for _, low in kept)
+    elif options.passes > 1:
+        rows = [first_pass_row(row) for row in rows]
     writer.write(rows)  # one transaction: the whole batch or nothing
     s.reference = calibrate.update_reference(db, writer, *s.key, s.reference.layer)
     calibrate.update_overhead(db, writer, *s.key)
-    s.report.measured += len(rows)
+    s.report.measured += len(rows) if batch.pass_no == 1 else 0
     s.report.remeasured_batches += m.attempts > 1
     s.report.drifted_batches += abs(m.drift_pct) > options.drift_pct
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from device_agents.contract import BenchmarkSettings, DeviceInfo
-from lut_db.layer_key import LayerConfig, RuntimeSpec
+from lut_db.layer_key import LayerConfig, RuntimeSpec, parse_key
 from lut_db.reader import LatencyTable
 from lut_db.connect import lut_errors
 from lut_db.schema import open_lut
@@ -151,34 +151,25 @@ def _count_slice(db, space, device_id: str, runtime: str, options: str) -> Slice
 
 
 def _fast_state(db_path, target: _Target, configs: list, p10_per_round: list[list[float]]) -> FastState | None:
-    """The networks' 10th percentiles against the LUT's p10 rows summed (+ the slice's overhead):
-    both sides in the core's fast state (docs/lut.md, "INT8 slices"). None when a row has no p10
-    (an interpolated key, or a merged row without one)."""
+    """The networks' 10th percentiles against the LUT's p10 rows summed (+ the slice's overhead,
+    `LatencyTable.load(statistic="p10")`): both sides in the core's fast state (docs/lut.md,
+    "INT8 slices"). None when a row has no p10 (an interpolated key of an older build, or a
+    merged row without one) or a key has no row."""
     layers = [target.space.layer_configs(c) for c in configs]
-    rows = slice_p10_rows(db_path, target.info.device_id, target.rt.name, target.rt.options,
-                          sorted({cfg.key for net in layers for cfg in net}))
-    if any(rows.get(cfg.key) is None for net in layers for cfg in net):
+    table = LatencyTable.load(db_path, target.info.device_id, target.rt.name, target.rt.options, statistic="p10")
+    if table.missing(cfg for net in layers for cfg in net):
         return None
-    predicted = [sum(rows[cfg.key] for cfg in net) + target.table.overhead_ms for net in layers]
+    predicted = [table.predict(net) for net in layers]
     measured = [statistics.median(v) for v in p10_per_round]
     between = [statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 else 0.0 for v in p10_per_round]
     return FastState(error_stats(predicted, measured), measured, predicted, 100 * statistics.median(between))
 
 
-def slice_p10_rows(db_path, device_id: str, runtime: str, options: str, keys: list[str]) -> dict[str, float | None]:
-    """The slice's p10 (ms, overhead subtracted as stored) of each of `keys` that has a row."""
-    db = open_lut(db_path, create=False)
-    rows: dict[str, float | None] = {}
-    with lut_errors(db_path):
-        try:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                sql = (f"SELECT layer_key, p10_ms FROM measurements WHERE device_id = ? AND runtime = ? AND "
-                       f"runtime_options = ? AND layer_key IN ({', '.join('?' * len(chunk))})")
-                rows.update(db.execute(sql, [device_id, runtime, options, *chunk]))
-        finally:
-            db.close()
-    return rows
+def slice_p10_rows(db_path, device_id: str, runtime: str, options: str, keys: list[str]) -> dict[str, float]:
+    """The slice's p10 (ms, overhead subtracted as stored) of each of `keys` that has one
+    (`LatencyTable.load(statistic="p10")`; a key without a p10 row is absent)."""
+    table = LatencyTable.load(db_path, device_id, runtime, options, statistic="p10")
+    return {key: table.latency(cfg) for key in keys if table.has(cfg := parse_key(key))}
 
 
 def verify_lut(space, agent, db_path: str | Path, runtime: str, options: VerifyOptions = VerifyOptions(),
