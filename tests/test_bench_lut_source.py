@@ -12,8 +12,8 @@ from lut_db import LatencyTable
 from lut_db.errors import MissingLatencyError, NotALutDatabase, UserError
 from profiler.build import BuildOptions, build_lut, slice_runtime
 from profiler.predictor import LatencyPredictor
-from search.spaces import get_space, registry
-from search.spaces.space import SearchSpaceSpec
+from search.spaces import get_space
+from lutbuild_helpers import micro_space_registered
 
 MICRO = "test-micro-lut-source"
 
@@ -21,14 +21,8 @@ MICRO = "test-micro-lut-source"
 @pytest.fixture
 def micro_space():
     """A 12-key space (one inverted-residual block at 8x8) registered in this process."""
-    def spec() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=MICRO, description="12-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(spec)
-    yield get_space(MICRO)
-    registry._SPACES.pop(MICRO, None)
+    with micro_space_registered(MICRO):
+        yield get_space(MICRO)
 
 
 def _rows(db) -> dict[str, str]:

@@ -13,7 +13,7 @@ from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
 from lut_db.writer import LutWriter, MeasurementRow
-from lutbuild_helpers import invoke, one_line_error
+from lutbuild_helpers import invoke, micro_space_registered, one_line_error
 from profiler.build import BuildOptions, build_lut
 from profiler.errors import ProfilerError
 from profiler.passes import PASS_P10, PASSES, keep_lowest, pass_todo
@@ -82,17 +82,8 @@ def test_passes_below_one_are_refused_before_the_file_is_touched(tmp_path):
 @pytest.fixture
 def passes_space():
     """A 14-key space (11 measured + 3 interpolated in the sparse plan), registered in this process."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_passes() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name="test-passes", description="14-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e3_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(test_passes)
-    yield "test-passes"
-    registry._SPACES.pop("test-passes", None)
+    with micro_space_registered("test-passes", expand=3) as name:
+        yield name
 
 
 def _rows(db) -> dict[str, tuple]:

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.adbd_endpoint` under any import mode
 from tests.adbd_endpoint import start_endpoint  # noqa: E402
@@ -30,13 +29,11 @@ from lut_db.layer_key import LayerConfig, RuntimeSpec  # noqa: E402
 from lut_db.reader import LatencyTable  # noqa: E402
 from lut_db.schema import open_lut  # noqa: E402
 from lut_db.writer import LutWriter, MeasurementRow  # noqa: E402
-from profiler.cli import cli  # noqa: E402
 from profiler.export import ModelCache  # noqa: E402
 from profiler.lut_rows import delegation_record  # noqa: E402
 from profiler.show import show_lut  # noqa: E402
 from profiler.spaces import resolve_space  # noqa: E402
-from search.spaces import registry  # noqa: E402
-from search.spaces.space import SearchSpaceSpec  # noqa: E402
+from lutbuild_helpers import invoke, micro_space_registered
 
 SPACE = "test-gpu-micro"
 GPU_OPTIONS = "threads=1;delegate=gpu;gpu_precision_loss=false"
@@ -64,18 +61,8 @@ echo "count=50 first=$us curr=$us min=$us max=$((us + 20)) avg=$((us + 5)) std=3
 
 @pytest.fixture(scope="module", autouse=True)
 def micro_space():
-    def test_gpu_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=SPACE, description="11-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(test_gpu_micro)
-    yield SPACE
-    registry._SPACES.pop(SPACE, None)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    with micro_space_registered(SPACE) as name:
+        yield name
 
 
 @pytest.mark.slow  # exports 12 layers and 3 networks to TFLite: ~100 s on 2 shared cores

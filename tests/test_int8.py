@@ -14,16 +14,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
 from test_mcd_fixtures import run_nas_search
 from test_profiler_export import OPS, run_onnx
 
 from lut_db.layer_key import LayerConfig
 from lut_db.reader import LatencyTable
-from profiler.cli import cli
 from profiler.export import ModelCache, export_layer, exporter_id, layer_module
 from profiler.quantize import quantize_model
 from profiler.runtimes import slice_runtime
+from lutbuild_helpers import invoke, micro_space_registered
 
 SPACE = "test-int8-micro"
 
@@ -34,10 +33,6 @@ def interpreter(path: Path):
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
     return it
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_float32_slices_and_cache_folders_are_unchanged_and_int8_adds_dtype():
@@ -124,17 +119,8 @@ def test_int8_cache_quantizes_the_float32_file_in_its_own_folder(tmp_path):
 @pytest.fixture(scope="module")
 def micro_space():
     """A 10-class 8x8 space (the built-in data's classes) registered in this process."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_int8_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=SPACE, description="int8 test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8,
-                               num_classes=10, kernel_choices=(3,))
-
-    registry.register_space(test_int8_micro)
-    yield SPACE
-    registry._SPACES.pop(SPACE, None)
+    with micro_space_registered(SPACE, num_classes=10) as name:
+        yield name
 
 
 @pytest.mark.slow

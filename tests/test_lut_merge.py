@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from test_mcd_fixtures import DEVICE, synth_lut
 
 from lut_db import (
@@ -15,9 +14,9 @@ from lut_db import (
 )
 from lut_db.merge import MERGED_TABLES, MergeConflict, merge_luts
 from lut_db.schema import MIGRATIONS
-from profiler.cli import cli
 from profiler.predictor import LatencyPredictor
 from search.spaces import get_space
+from lutbuild_helpers import invoke
 
 TFLITE = RuntimeSpec("tflite", version="2.16.1")
 ONNX = RuntimeSpec("onnx", version="1.20.0")
@@ -72,10 +71,6 @@ def measurement(path: Path, cfg: LayerConfig, device: str = HOST_A) -> dict:
         return next(db["measurements"].rows_where("layer_key = ? AND device_id = ?", [cfg.key, device]))
     finally:
         db.close()
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def one_error_line(result) -> str:

@@ -19,20 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from lut_db import LutError, NotALutDatabase, open_lut_for_reading, open_lut_for_writing
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.reader import LatencyTable
 from lut_db.writer import DeviceRecord, LutWriter, MeasurementRow
-from profiler.cli import cli
+from lutbuild_helpers import invoke
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
 RT = RuntimeSpec("tflite", "ai-edge-litert 2.3", 1, "xnnpack")
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def one_error_line(stderr: str) -> str:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.adbd_endp
 from tests.adbd_endpoint import start_endpoint  # noqa: E402
 
 from lut_db.schema import open_lut  # noqa: E402
-from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
+from tests.lutbuild_helpers import invoke, micro_space_registered, one_line_error  # noqa: E402
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
 SPACE = "test-adb-micro"
@@ -32,17 +32,8 @@ KEYS = 11  # distinct LUT keys of SPACE (all measured: full plan), 2 batches of 
 @pytest.fixture(scope="module", autouse=True)
 def micro_space():
     """An 11-key space registered in this process (so: click's runner, not a subprocess)."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_adb_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=SPACE, description="11-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(test_adb_micro)
-    yield SPACE
-    registry._SPACES.pop(SPACE, None)
+    with micro_space_registered(SPACE) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

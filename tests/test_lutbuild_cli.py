@@ -19,7 +19,7 @@ from lut_db.writer import LutWriter, MeasurementRow
 from profiler.cli import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.lutbuild_helpers` under any import mode
-from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
+from tests.lutbuild_helpers import invoke, micro_space_registered, one_line_error  # noqa: E402
 
 LUTBUILD = Path(sys.executable).with_name("lutbuild")
 
@@ -173,17 +173,8 @@ def test_a_killed_build_subprocess_resumes_without_measuring_anything_twice(tmp_
 @pytest.fixture
 def micro_space():
     """A 12-key space registered in this process (click runner only)."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name="test-micro", description="12-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(test_micro)
-    yield "test-micro"
-    registry._SPACES.pop("test-micro", None)
+    with micro_space_registered("test-micro") as name:
+        yield name
 
 
 @pytest.mark.slow

@@ -13,14 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
 
 from device_agents.contract import BatchResult, DeviceState, ModelTiming
 from lut_db.layer_key import LayerConfig
 from lut_db.reader import BOUNDARY, OVERHEAD, LatencyTable
 from lut_db.schema import open_lut
 from lut_db.writer import LutWriter, MeasurementRow
-from profiler.cli import cli
 from profiler.context_boundary import input_layers
 from profiler.context_models import Tensor, boundary_tensors, context_row_ms, input_boundary_ms, wrap_layer
 from profiler.errors import ProfilerError
@@ -29,15 +27,12 @@ from profiler.measure import BatchMeasurement, ContextPlan, context_plan
 from profiler.plan import make_plan
 from profiler.runtimes import slice_runtime
 from profiler.spaces import resolve_space
+from lutbuild_helpers import invoke
 
 DW = LayerConfig.from_key("dwconv:16x16:40->40:k3s2g40:relu:r0:float32")
 ADD = LayerConfig.from_key("add:16x16:8->24:k1s1g1:none:r0:float32")
 GAP = LayerConfig.from_key("gap:8x8:48->48:k1s1g1:none:r0:float32")
 LINEAR = LayerConfig.from_key("linear:1x1:48->64:k1s1g1:hswish:r0:float32")
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_default_context_leaves_options_unchanged_and_nchwc_adds_context():

@@ -12,20 +12,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from device_agents import runner
 from device_agents.adb_batch import BatchPlan, runner_script, tool_command
 from device_agents.contract import BenchmarkSettings
 from lut_db.layer_key import RuntimeSpec
-from profiler.cli import cli
 from profiler.errors import ProfilerError
 from profiler.runtimes import benchmark_settings, slice_runtime
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from lutbuild_helpers import invoke
 
 
 def test_default_level_leaves_every_options_string_unchanged_and_others_add_ort_opt():

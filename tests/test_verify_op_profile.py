@@ -21,7 +21,7 @@ from tests.adbd_endpoint import start_endpoint  # noqa: E402
 from device_agents.adb_keys import ensure_key  # noqa: E402
 from device_agents.contract import OpProfile, OpTiming  # noqa: E402
 from lut_db.reader import LatencyTable  # noqa: E402
-from tests.lutbuild_helpers import invoke, one_line_error  # noqa: E402
+from tests.lutbuild_helpers import invoke, micro_space_registered, one_line_error  # noqa: E402
 from profiler.op_join import join_network, profiler_cost, summarize  # noqa: E402
 from profiler.spaces import resolve_space  # noqa: E402
 from profiler.verify import draw_subnets  # noqa: E402
@@ -33,17 +33,8 @@ SPACE = "test-op-micro"
 @pytest.fixture(scope="module", autouse=True)
 def micro_space():
     """The 12-key space of the CLI's verify test (a residual block, SE-free), registered here."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_op_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=SPACE, description="12-key test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8, num_classes=4,
-                               kernel_choices=(3,))
-
-    registry.register_space(test_op_micro)
-    yield SPACE
-    registry._SPACES.pop(SPACE, None)
+    with micro_space_registered(SPACE) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

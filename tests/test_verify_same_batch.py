@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.lutbuild_helpers` under any import mode
-from tests.lutbuild_helpers import invoke  # noqa: E402
+from tests.lutbuild_helpers import invoke, micro_space_registered  # noqa: E402
 
 from benchmarks.bench_int8_fast_state import score  # noqa: E402
 from profiler.same_batch import Group, SameBatch, layers_now_ms, plan_batch  # noqa: E402
@@ -55,17 +55,8 @@ def check_fast_state(report: dict) -> None:
 @pytest.fixture(scope="module")
 def micro_space():
     """A residual block and h-swish (int8 HARD_SWISH runs outside XNNPACK), 8x8 input."""
-    from search.spaces import registry
-    from search.spaces.space import SearchSpaceSpec
-
-    def test_same_batch_micro() -> SearchSpaceSpec:
-        return SearchSpaceSpec(name=SPACE, description="same-batch test space", input_hw=(8, 8),
-                               stem="cn_k3_s1_c8_hs", stages=(("ir_r1_k3_s1_e2_c8_re",),), head_fc=8,
-                               num_classes=10, kernel_choices=(3,))
-
-    registry.register_space(test_same_batch_micro)
-    yield SPACE
-    registry._SPACES.pop(SPACE, None)
+    with micro_space_registered(SPACE, num_classes=10) as name:
+        yield name
 
 
 @pytest.mark.slow
