@@ -4,23 +4,42 @@
     .venv/bin/python -m benchmarks.bench_predict --quick     # mobilenetv3_large_100 at 128 px, TFLite
     .venv/bin/python -m benchmarks.bench_predict             # the six geffnet models at 224 px, TFLite + ONNX
     .venv/bin/python -m benchmarks.bench_predict --same-batch   # + the model's LUT layer files in its batches
+    .venv/bin/python -m benchmarks.bench_predict --runtimes tflite --contexts alone,cold --workdir /tmp/bp  # fresh LUT
 
-For each model and runtime: `predict_model` with `measure_missing` on this host
-(`--device local`) fills a benchmark LUT (`<workdir>/lut.sqlite`, resumable), then the
-whole model is exported (the profiler's exporter, same I/O convention as the LUT rows) and
-measured on this host `--rounds` times (median of the per-round medians, raw: it includes
-the per-invoke overhead the prediction adds once; with `--same-batch`, the model's own LUT
-layer files are timed in the same runner batches and their sum is a second, same-state
-reference: docs/predict.md, "Why the LUT sum misses"). Reported: predicted and measured ms, the
-error, the share of the predicted latency from generic keys, and the wall time of a predict
-with the LUT warm (from the exported .onnx file, in process; the CLI adds ~3-8 s of Python
-imports). Writes `benchmarks/results/bench_predict-<date>.json` (machine, versions, settings).
-Timings on a shared host are noisy: the figures say so with their load average.
+For each model, runtime and layer context (`--contexts`: "alone" rows, and "cold" =
+weights-cold rows, TFLite only): `predict_model` with `measure_missing` on this host
+(`--device local`, `--passes` passes per missing key, each key keeping its lowest-p10 row:
+`profiler/passes.py`) fills a benchmark LUT (`<workdir>/lut.sqlite`, one slice per context,
+resumable), then the whole model is exported (the profiler's exporter, same I/O convention as
+the LUT rows) and measured on this host `--rounds` times, once per model and runtime, and
+compared with each context's prediction twice:
+
+- medians: the LUT's median rows summed (+ the slice's overhead) against the whole model's
+  median over rounds of its per-round medians (raw: it includes the per-invoke overhead the
+  prediction adds once);
+- fast state: the LUT's p10 rows summed (`LatencyTable.load(statistic="p10")`; its overhead
+  is the slice's one `overhead` calibration, the median of the per-batch overhead medians,
+  whatever the statistic: a p10 row is the layer's p10 minus its batch's overhead median)
+  against the whole model's p10, median over rounds of the per-round p10: the rule of
+  `lutbuild verify`'s "LUT p10 vs network p10" line (`profiler/verify.py`, `_fast_state`).
+  This host's core has a ~1.4x slow state lasting seconds to minutes (docs/predict.md, "Why
+  the LUT sum misses"): a median takes whichever state held most runs, a p10 the fast one.
+
+With `--same-batch` the model's own LUT layer files (alone context) are timed in the same
+runner batches, and their sum is a second, same-state reference, for the medians and for
+the p10s (the paired rule of `verify --same-batch`: median over rounds of layers-now /
+whole, `profiler/same_batch.py`, `verify_report.same_batch_stats`). Reported: predicted and
+measured ms, both errors, the share of the predicted latency from generic keys, and the wall
+time of a predict with the LUT warm (from the exported .onnx file, in process; the CLI adds
+~3-8 s of Python imports). Writes `benchmarks/results/bench_predict-<date>.json` (machine,
+versions, settings, the load average before and after each model's measurement, the p10
+breakdown). Timings on a shared host are noisy: the figures say so with their load average.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -33,14 +52,16 @@ if __package__ in (None, ""):  # `python benchmarks/bench_predict.py`
 import torch  # noqa: E402
 
 from benchmarks.bench_lut import machine, versions  # noqa: E402
+from device_agents.device_state import others_busy  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
 from lut_db.layer_key import GenericKey  # noqa: E402
-from profiler.export import ModelCache, export_module  # noqa: E402
+from profiler.cold_models import copies as copies_of  # noqa: E402
+from profiler.export import ModelCache, export_module, randomize_batchnorm  # noqa: E402
 from profiler.generic_ops import export_generic  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import PredictOptions, predict_model  # noqa: E402
-from profiler.runtimes import benchmark_settings  # noqa: E402
+from profiler.runtimes import ALONE, COLD, benchmark_settings  # noqa: E402
 from profiler.same_batch import Group, SameBatch, layers_now_ms, plan_batch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,37 +83,86 @@ def native_activations() -> None:
     add_override_act_fn("hard_sigmoid", torch.nn.functional.hardsigmoid)
 
 
-def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=()) -> dict:
-    """Raw median ms of the whole model on this host (median over `rounds` benchmark processes).
+def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=(),
+                  cold: tuple[list[Path], list[int]] | None = None) -> dict:
+    """The whole model on this host over `rounds` benchmark processes (raw ms): the median of
+    the per-round medians, and the fast-state figure, the median of the per-round p10s (the
+    rule of `verify`'s fast-state line, `profiler/verify.py` `_fast_state`).
 
     With `layer_files` (the model's own LUT layer models, one per layer of the breakdown,
     repeats allowed), each process times them in the SAME batch as the whole model
     (interleaved passes), and `layers_now_ms` is their sum (each minus the batch's overhead,
     as a LUT row; `profiler.same_batch`, which `lutbuild verify --same-batch` uses too): a
-    prediction measured under the host's state of that moment. This VM's
-    cores switch for seconds to minutes into a state ~1.4x slower (docs/predict.md, "Why the
-    LUT sum misses"), so a whole model measured minutes after its LUT rows can be in the
-    other state; the same-batch ratio is not."""
+    prediction measured under the host's state of that moment; `layers_now_p10_ms` the same
+    from their p10s (less the batch's overhead median, as a p10 row is stored, as verify
+    does). This VM's cores switch for seconds to minutes into a state ~1.4x slower
+    (docs/predict.md, "Why the LUT sum misses"), so a whole model measured minutes after its
+    LUT rows can be in the other state; the same-batch ratio is not.
+
+    `cold` (the weights-cold files of the same lines and their copies, `--contexts cold`): timed
+    in the same batches too, their per-copy sum is `cold_layers_now_ms` / `..._p10_ms`. Every
+    round also records how busy the other cores were (`others_busy`, 0..1; docs/predict.md,
+    "Co-runners")."""
     agent = open_agent("local", runtime)
+    cold_files, copies = cold or ([], [])
+    n = len(layer_files)
     try:
         settings = benchmark_settings(runtime, threads=1, repeats=3)
-        layout = plan_batch([cache.overhead()], [Group(model_path, tuple(layer_files))])
-        medians, covs, sums = [], [], []
+        core = agent.info().cpu_core
+        layout = plan_batch([cache.overhead()], [Group(model_path, (*layer_files, *cold_files))])
+        hot_at, cold_at = layout.layers_at[0][:n], layout.layers_at[0][n:]
+        medians, p10s, covs, sums, sums_p10, terms_p10, busy = [], [], [], [], [], [], []
+        cold_sums, cold_sums_p10 = [], []
         for _ in range(rounds):
             result = agent.benchmark(layout.files, settings)
+            busy.append(others_busy(result.state_before, result.state_after, core))
             batch = [t.median_ms for t in result.timings]
+            batch_p10 = [t.p10_ms for t in result.timings]
             medians.append(batch[layout.model_at[0]])
+            p10s.append(batch_p10[layout.model_at[0]])
             covs.append(result.timings[layout.model_at[0]].cov)
             if layer_files:
-                sums.append(layers_now_ms(batch, layout.layers_at[0], batch[0]))
+                sums.append(layers_now_ms(batch, hot_at, batch[0]))
+                sums_p10.append(layers_now_ms(batch_p10, hot_at, batch[0]))
+                terms_p10.append([batch_p10[p] - batch[0] for p in hot_at])
+            if cold_files:
+                cold_sums.append(layers_now_ms(batch, cold_at, batch[0], copies))
+                cold_sums_p10.append(layers_now_ms(batch_p10, cold_at, batch[0], copies))
     finally:
         agent.close()
     out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
+           "p10_ms": statistics.median(p10s), "round_p10_ms": p10s, "others_busy": busy,
            "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs}
     if sums:
-        out |= {"layers_now_ms": statistics.median(sums), "round_layers_now_ms": sums,
-                "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)]}
+        same = SameBatch(medians, sums, p10s, sums_p10)
+        out |= {"layers_now_ms": same.layers_now_ms, "round_layers_now_ms": sums,
+                "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)],
+                "error_vs_layers_now_pct": same.error_pct,
+                "layers_now_p10_ms": statistics.median(sums_p10), "round_layers_now_p10_ms": sums_p10,
+                # per term of the breakdown: its p10 now less the batch's overhead (a p10 row), median over rounds
+                "terms_now_p10_ms": [statistics.median(t) for t in zip(*terms_p10)],
+                # verify_report.same_batch_stats' paired p10 rule: median over rounds of layers / whole
+                "error_vs_layers_now_p10_pct": 100 * (statistics.median(
+                    x / w for x, w in zip(sums_p10, p10s)) - 1)}
+    if cold_sums:
+        out |= {"cold_layers_now_ms": statistics.median(cold_sums), "round_cold_layers_now_ms": cold_sums,
+                "round_cold_layers_now_p10_ms": cold_sums_p10,
+                "error_vs_cold_layers_now_pct": 100 * (statistics.median(
+                    x / w for x, w in zip(cold_sums, medians)) - 1),
+                "error_vs_cold_layers_now_p10_pct": 100 * (statistics.median(
+                    x / w for x, w in zip(cold_sums_p10, p10s)) - 1)}
     return out
+
+
+def cold_files(model_path: Path, runtime: str, cache_dir: Path, hot: list[Path]) -> tuple[list[Path], list[int]]:
+    """The weights-cold file of every line of the breakdown (the hot file where the key has no
+    copies: generic keys, small weights) and its copies (`cold_models.copies`)."""
+    keys = [m.key for m in map_graph(load_model(str(model_path))).layers]
+    copies = [copies_of(k) for k in keys]
+    with ModelCache(cache_dir, runtime, jobs=1, context=COLD) as cold:
+        ours = [k for k, n in zip(keys, copies) if n > 1]
+        found = dict(zip(ours, cold.layers(ours)))
+    return [found.get(k, h) for k, h in zip(keys, hot)], copies
 
 
 def same_batch_files(model_path: Path, runtime: str, cache: ModelCache) -> list[Path]:
@@ -113,38 +183,98 @@ def same_batch_files(model_path: Path, runtime: str, cache: ModelCache) -> list[
     return files
 
 
-def bench_model(name: str, runtime: str, px: int, args) -> dict:
+def contexts_for(runtime: str, contexts: list[str]) -> list[str]:
+    """The contexts of `--contexts` that `runtime` has ("cold": TFLite only, a note otherwise)."""
+    if runtime != "tflite" and COLD in contexts:
+        print(f"bench_predict: context {COLD!r} is TFLite only: skipped for {runtime}")
+    return [c for c in contexts if runtime == "tflite" or c != COLD]
+
+
+def fill(name: str, runtime: str, shape: tuple, context: str, args) -> tuple[int, float]:
+    """`predict --measure-missing --passes N` of the geffnet factory into `context`'s slice:
+    (keys measured now, seconds)."""
     work = Path(args.workdir)
-    factory = f"geffnet:{name}"
-    shape = (1, 3, px, px)
     options = PredictOptions(device="local", runtime=runtime, input_shape=shape, measure_missing=True,
-                             cache_dir=work / "cache", progress=not args.quiet)
+                             passes=args.passes, context=context, cache_dir=work / "cache",
+                             progress=not args.quiet)
     t0 = time.monotonic()
-    filled = predict_model(factory, work / "lut.sqlite", options)
-    fill_s = time.monotonic() - t0
+    filled = predict_model(f"geffnet:{name}", work / "lut.sqlite", options)
+    return filled.measured_now, time.monotonic() - t0
+
+
+def warm_predict(onnx_path: Path, runtime: str, context: str, statistic: str, args):
+    """A predict with the LUT warm, from the model's .onnx file: (report, seconds)."""
+    work = Path(args.workdir)
+    options = PredictOptions(device="local", runtime=runtime, cache_dir=work / "cache", progress=False,
+                             statistic=statistic, context=context)
+    t0 = time.monotonic()
+    report = predict_model(str(onnx_path), work / "lut.sqlite", options)
+    return report, time.monotonic() - t0
+
+
+def top_lines(report, n: int = 8) -> list[dict]:
+    """The `n` costliest keys of a breakdown (ms summed over the lines that share a key)."""
+    per_key: dict[str, float] = {}
+    for row in report.layers:
+        per_key[row.key] = per_key.get(row.key, 0.0) + row.ms
+    return [{"key": k, "ms": ms} for k, ms in sorted(per_key.items(), key=lambda kv: -kv[1])[:n]]
+
+
+def row_drift(report, terms_now_p10_ms: list[float], n: int = 6) -> list[dict]:
+    """Per key, the LUT's p10 row against the same layer file's p10 timed now beside the whole
+    model (ms summed over the key's lines): the `n` keys that move the fast-state error most.
+    The fast-state error = (LUT rows vs layers now, this) + (layers now vs the whole model)."""
+    per_key: dict[str, list[float]] = {}
+    for line, now in zip(report.layers[:-1], terms_now_p10_ms):  # the overhead line is last
+        row = per_key.setdefault(line.key, [0.0, 0.0, 0])
+        row[0], row[1], row[2] = row[0] + line.ms, row[1] + now, row[2] + 1
+    ranked = sorted(per_key.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:n]
+    return [{"key": k, "lines": c, "lut_p10_ms": lut, "now_p10_ms": now, "lut_minus_now_ms": lut - now}
+            for k, (lut, now, c) in ranked]
+
+
+def bench_model(name: str, runtime: str, px: int, contexts: list[str], args) -> list[dict]:
+    """One row per context: its predictions (median and p10) against ONE measurement of the model."""
+    if not contexts:  # e.g. --contexts cold with ONNX: nothing to compare
+        return []
+    work = Path(args.workdir)
+    shape = (1, 3, px, px)
+    filled = {c: fill(name, runtime, shape, c, args) for c in contexts}
     import geffnet  # why: optional, benchmark only (pip install --no-deps geffnet); never a dependency
 
     torch.manual_seed(0)
     model = getattr(geffnet, name)().eval()
+    randomize_batchnorm(model)  # as every LUT layer is exported: a BatchNorm of a trained network never folds away
     files = work / "models"
     onnx_path = export_module(model, (torch.randn(*shape),), "onnx", files / f"{name}-{px}.onnx", image_out=False)
     path = onnx_path if runtime == "onnx" else export_module(model, (torch.randn(*shape),), "tflite",
                                                              files / f"{name}-{px}.tflite", image_out=False)
-    warm_opts = PredictOptions(device="local", runtime=runtime, cache_dir=work / "cache", progress=False)
-    t0 = time.monotonic()
-    warm = predict_model(str(onnx_path), work / "lut.sqlite", warm_opts)
-    warm_s = time.monotonic() - t0
+    warm = {c: warm_predict(onnx_path, runtime, c, "median", args) for c in contexts}
+    fast = {c: warm_predict(onnx_path, runtime, c, "p10", args)[0] for c in contexts}
     with ModelCache(work / "cache", runtime, jobs=1) as cache:
         layer_files = same_batch_files(onnx_path, runtime, cache) if args.same_batch else []
-        measured = measure_whole(path, runtime, cache, args.rounds, layer_files)
-    error = 100 * (warm.total_ms / measured["median_ms"] - 1)
-    if "layers_now_ms" in measured:
-        measured["error_vs_layers_now_pct"] = SameBatch(measured["round_medians_ms"],
-                                                        measured["round_layers_now_ms"]).error_pct
-    return {"model": name, "runtime": runtime, "px": px, "predicted_ms": warm.total_ms,
-            "measured_ms": measured["median_ms"], "error_pct": error, "generic_share": warm.generic_share,
-            "layers": len(warm.layers) - 1, "counts": warm.counts(), "keys_measured_now": filled.measured_now,
-            "fill_s": fill_s, "warm_predict_s": warm_s, "measured": measured}
+        cold = cold_files(onnx_path, runtime, work / "cache", layer_files) if args.same_batch and COLD in contexts \
+            else None
+        load_start, started = os.getloadavg(), datetime.now(timezone.utc)
+        measured = measure_whole(path, runtime, cache, args.rounds, layer_files, cold)
+        load_end = os.getloadavg()
+    measured |= {"started": started.isoformat(timespec="seconds"), "load_start": load_start, "load_end": load_end}
+    rows = []
+    for c in contexts:
+        report, warm_s = warm[c]
+        rows.append({
+            "model": name, "runtime": runtime, "context": c, "px": px,
+            "predicted_ms": report.total_ms, "measured_ms": measured["median_ms"],
+            "error_pct": 100 * (report.total_ms / measured["median_ms"] - 1),
+            "predicted_p10_ms": fast[c].total_ms, "measured_p10_ms": measured["p10_ms"],
+            "fast_state_error_pct": 100 * (fast[c].total_ms / measured["p10_ms"] - 1),
+            "generic_share": report.generic_share, "layers": len(report.layers) - 1, "counts": report.counts(),
+            "keys_measured_now": filled[c][0], "fill_s": filled[c][1], "warm_predict_s": warm_s,
+            "weights_mib": getattr(report, "weights_mib", None), "top_keys_p10": top_lines(fast[c]),
+            **({"row_drift_p10": row_drift(fast[c], measured["terms_now_p10_ms"])}
+               if c == ALONE and "terms_now_p10_ms" in measured else {}),
+            "measured": measured})
+    return rows
 
 
 def main(argv=None) -> None:
@@ -156,11 +286,21 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", default=str(Path("~/.cache/netadaptv2/bench_predict").expanduser()),
                         help="benchmark LUT and exported models (resumable)")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="--measure-missing passes per missing key, each keeps its lowest-p10 row "
+                             "(only keys WITHOUT a row are measured: use a fresh --workdir)")
+    parser.add_argument("--contexts", default=ALONE,
+                        help=f"layer contexts, comma-separated: {ALONE}[,{COLD}] ({COLD}: TFLite only)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--same-batch", action="store_true",
                         help="also time the model's LUT layer files in the whole model's batches: the "
                              "error against layers measured under the same host state")
     args = parser.parse_args(argv)
+    if args.passes < 1:
+        parser.error(f"--passes: expected an integer >= 1, got {args.passes}")
+    contexts = args.contexts.split(",")
+    if unknown := [c for c in contexts if c not in (ALONE, COLD)]:
+        parser.error(f"--contexts: unknown context {unknown[0]!r}, expected {ALONE} or {COLD}")
     models, runtimes, px = args.models.split(","), args.runtimes.split(","), args.px
     if args.quick:
         models, runtimes, px = ["mobilenetv3_large_100"], ["tflite"], 128
@@ -169,20 +309,28 @@ def main(argv=None) -> None:
     except ImportError:
         sys.exit("bench_predict: needs geffnet: .venv/bin/pip install --no-deps geffnet (never torchvision)")
     native_activations()
-    rows = [bench_model(m, r, px, args) for m in models for r in runtimes]
-    print(f"\n{'model':24} {'runtime':7} {'px':>4} {'predicted ms':>12} {'measured ms':>11} {'error':>7} "
-          f"{'generic':>8} {'warm predict s':>14} {'same-batch error':>16}")
+    rows = [row for m in models for r in runtimes for row in bench_model(m, r, px, contexts_for(r, contexts), args)]
+    print(f"\n{'model':24} {'runtime':7} {'context':7} {'px':>4} {'pred med':>8} {'meas med':>8} {'error':>7} "
+          f"{'pred p10':>8} {'meas p10':>8} {'fast err':>8} {'generic':>7} {'warm s':>6} {'same-batch':>10} "
+          f"{'same p10':>8} {'busy':>9}")
     for r in rows:
-        same = r["measured"].get("error_vs_layers_now_pct")
-        same = "-" if same is None else f"{same:+.1f}%"
-        print(f"{r['model']:24} {r['runtime']:7} {r['px']:>4} {r['predicted_ms']:>12.3f} {r['measured_ms']:>11.3f} "
-              f"{r['error_pct']:>+6.1f}% {100 * r['generic_share']:>7.1f}% {r['warm_predict_s']:>14.2f} {same:>16}")
+        m = r["measured"]
+        prefix = "error_vs_cold_layers_now" if r["context"] == COLD else "error_vs_layers_now"  # its own files
+        same = "-" if f"{prefix}_pct" not in m else f"{m[f'{prefix}_pct']:+.1f}%"
+        same_p10 = "-" if f"{prefix}_p10_pct" not in m else f"{m[f'{prefix}_p10_pct']:+.1f}%"
+        busy = [b for b in m["others_busy"] if b is not None]
+        load = f"{100 * max(busy):.0f}%" if busy else "-"
+        print(f"{r['model']:24} {r['runtime']:7} {r['context']:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
+              f"{r['measured_ms']:>8.3f} {r['error_pct']:>+6.1f}% {r['predicted_p10_ms']:>8.3f} "
+              f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {100 * r['generic_share']:>6.1f}% "
+              f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {load:>9}")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps({"date": stamp.isoformat(timespec="seconds"), "machine": machine(),
                                "versions": versions(), "settings": vars(args), "rows": rows,
-                               "note": "CPU shared with other jobs: timings are noisy upper bounds"}, indent=1) + "\n")
+                               "note": "shared CPU: each row's measured.load_start/load_end (load average)"},
+                              indent=1) + "\n")
     print(f"wrote {out}")
 
 

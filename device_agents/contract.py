@@ -107,6 +107,10 @@ class DeviceState:
     throttled: bool = False
     # per-core cpuinfo_max_freq (kHz): what "at full speed" means; picks the big cores
     cpu_max_freq_khz: dict[str, int] = field(default_factory=dict)
+    # per-core busy and total clock ticks since boot (/proc/stat): two snapshots say how busy the
+    # other cores were during a batch (`device_state.others_busy`)
+    cpu_busy_ticks: dict[str, int] = field(default_factory=dict)
+    cpu_total_ticks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ Two ways in, one set of rules:
 Files read (missing or unreadable ones are skipped, never an exception):
 ``/sys/class/thermal/thermal_zone*/{type,temp}`` (temp in millidegrees C) and
 ``/sys/devices/system/cpu/cpu*/cpufreq/{scaling_cur_freq,scaling_max_freq,
-cpuinfo_max_freq,scaling_governor}`` (kHz).
+cpuinfo_max_freq,scaling_governor}`` (kHz), and the per-core ``cpuN`` lines of ``/proc/stat``
+(busy and total clock ticks since boot): two snapshots give how busy each core was during a
+batch (`busy_fraction`). Why: a core shares caches, memory bandwidth and (SMT, a VM's vCPUs)
+execution units with its neighbours, as a phone's big core shares its cluster with background
+apps; a batch that records what the other cores did can be told apart from one measured on an
+otherwise idle device (docs/predict.md, "Co-runners").
 
 Throttling rule (`is_throttled`), "throttled" when any of:
 
@@ -46,10 +51,16 @@ _CPUFREQ_FILES = ("scaling_cur_freq", "scaling_max_freq", "cpuinfo_max_freq", "s
 STATE_COMMAND = (
     "for f in /sys/class/thermal/thermal_zone*/type /sys/class/thermal/thermal_zone*/temp "
     + " ".join(f"/sys/devices/system/cpu/cpu[0-9]*/cpufreq/{name}" for name in _CPUFREQ_FILES)
-    + '; do [ -r "$f" ] && v=$(cat "$f" 2>/dev/null) && echo "$f=$v"; done; true'
+    + '; do [ -r "$f" ] && v=$(cat "$f" 2>/dev/null) && echo "$f=$v"; done; '
+    + "sed -n 's|^\\(cpu[0-9][0-9]*\\) *\\(.*\\)|/proc/stat/\\1=\\2|p' /proc/stat 2>/dev/null; true"
 )
 
 _ZONE_RE = re.compile(r"^/sys/class/thermal/thermal_zone(\d+)/(type|temp)$")
+_STAT_RE = re.compile(r"^/proc/stat/cpu(\d+)$")
+#: /proc/stat columns after the name: user nice system idle iowait irq softirq steal (guest time
+#: is inside user). Busy = user + nice + system + irq + softirq; steal is time the hypervisor
+#: gave away, not this guest's work.
+_BUSY_COLUMNS, _IDLE_COLUMNS = (0, 1, 2, 5, 6), (3, 4)
 _CPU_RE = re.compile(r"^/sys/devices/system/cpu/cpu(\d+)/cpufreq/(\w+)$")
 
 
@@ -58,6 +69,14 @@ def read_state(root: str = "/") -> DeviceState:
     patterns = [f"{_THERMAL}/thermal_zone*/type", f"{_THERMAL}/thermal_zone*/temp"]
     patterns += [f"{_CPU}/cpu[0-9]*/cpufreq/{name}" for name in _CPUFREQ_FILES]
     files: dict[str, str] = {}
+    try:
+        with open(os.path.join(root, "proc/stat"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, _, rest = line.strip().partition(" ")
+                if re.fullmatch(r"cpu\d+", name):
+                    files[f"/proc/stat/{name}"] = rest.strip()
+    except OSError:
+        pass
     for pattern in patterns:
         for path in glob.glob(os.path.join(root, pattern.lstrip("/"))):
             try:
@@ -73,7 +92,7 @@ def parse_state_output(text: str) -> DeviceState:
     files: dict[str, str] = {}
     for line in text.splitlines():
         path, sep, value = line.strip().partition("=")
-        if sep and path.startswith("/sys/"):
+        if sep and path.startswith(("/sys/", "/proc/stat/")):
             files[path] = value.strip()
     return state_from_files(files)
 
@@ -83,6 +102,8 @@ def state_from_files(files: dict[str, str]) -> DeviceState:
     zone_type: dict[int, str] = {}
     zone_temp: dict[int, float] = {}
     cpu: dict[int, dict[str, str]] = {}
+    busy: dict[str, int] = {}
+    total: dict[str, int] = {}
     for path, value in files.items():
         if m := _ZONE_RE.match(path):
             zone = int(m.group(1))
@@ -92,6 +113,8 @@ def state_from_files(files: dict[str, str]) -> DeviceState:
                 zone_temp[zone] = temp
         elif m := _CPU_RE.match(path):
             cpu.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif (m := _STAT_RE.match(path)) and (ticks := _ticks(value)) is not None:
+            busy[f"cpu{m.group(1)}"], total[f"cpu{m.group(1)}"] = ticks
 
     temperatures: dict[str, float] = {}
     for zone in sorted(zone_temp):
@@ -117,7 +140,52 @@ def state_from_files(files: dict[str, str]) -> DeviceState:
         governor=",".join(dict.fromkeys(governors.values())),
         throttled=throttled,
         cpu_max_freq_khz=top,
+        cpu_busy_ticks=dict(sorted(busy.items(), key=lambda item: int(item[0][3:]))),
+        cpu_total_ticks=dict(sorted(total.items(), key=lambda item: int(item[0][3:]))),
     )
+
+
+def busy_fraction(before: DeviceState, after: DeviceState) -> dict[str, float]:
+    """Per core ("cpuN"), the share of the time between two snapshots it was busy (0..1); a
+    core missing from either snapshot, or without ticks in between, is left out."""
+    out = {}
+    for core, total in after.cpu_total_ticks.items():
+        elapsed = total - before.cpu_total_ticks.get(core, total)
+        if elapsed > 0 and core in before.cpu_busy_ticks and core in after.cpu_busy_ticks:
+            out[core] = min(1.0, max(0.0, (after.cpu_busy_ticks[core] - before.cpu_busy_ticks[core]) / elapsed))
+    return out
+
+
+def others_busy(before: DeviceState, after: DeviceState, measured: str) -> float | None:
+    """How busy the cores OTHER than `measured` (a core list such as "1" or "4-7,8", as
+    `DeviceInfo.cpu_core`) were during a batch: the busiest one's share (0..1); None when the
+    snapshots have no ticks or the benchmark was not pinned (`measured` empty)."""
+    cores = _core_set(measured)
+    shares = [share for core, share in busy_fraction(before, after).items() if int(core[3:]) not in cores]
+    return max(shares) if cores and shares else None
+
+
+def _core_set(text: str) -> set[int]:
+    """"1" / "4-7,8" -> {1} / {4, 5, 6, 7, 8}; anything else -> set()."""
+    cores: set[int] = set()
+    for part in (text or "").split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return set()
+        cores.update(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+def _ticks(value: str) -> tuple[int, int] | None:
+    """(busy, total) ticks of one /proc/stat cpu line's columns; None when malformed."""
+    try:
+        columns = [int(v) for v in value.split()[:8]]
+    except ValueError:
+        return None
+    if len(columns) < 5:
+        return None
+    busy = sum(columns[i] for i in _BUSY_COLUMNS if i < len(columns))
+    return busy, busy + sum(columns[i] for i in _IDLE_COLUMNS)
 
 
 def is_throttled(

@@ -53,7 +53,7 @@ from .lut_rows import FinishedBatch, commit_batch, interpolate_slice
 from .context_boundary import input_layers, measure_boundary
 from .measure import context_plan, measure_batch
 from .plan import Plan, batches
-from .runtimes import ALONE, benchmark_settings
+from .runtimes import NCHWC, benchmark_settings
 from .shared_exports import ExportFailed, SharedExports
 
 
@@ -210,7 +210,7 @@ def _finish_slices(db: Database, writer: LutWriter, space_name: str, plan: Plan,
     """Each slice's final overhead calibration, and the interpolated rows of a complete sparse slice."""
     for s in slices:
         s.report.overhead_ms = calibrate.update_overhead(db, writer, *s.key)
-        if run.options.context != ALONE and not s.error:  # in-context slice: its network boundary, once
+        if run.options.context == NCHWC and not s.error:  # in-context slice: its network boundary, once
             with ModelCache(run.options.cache_dir, s.device.rt.name, run.options.jobs,
                             context=run.options.context) as cache:
                 measure_boundary(db, writer, s.device.agent, cache, input_layers(space_name, plan.measure),

@@ -35,6 +35,7 @@ from device_agents.adb_devices import list_devices
 from device_agents.adb_transport import TRANSPORTS
 from lut_db.coverage import format_table
 from lut_db.merge import CONFLICT_POLICIES, PREFER_MEASURED, merge_luts
+from lut_db.reader import STATISTICS
 from search.spaces import list_spaces
 
 from .agents import LOCAL, RUNNERS, close_agents, default_workdir, name_device, open_agent, open_agents
@@ -277,13 +278,21 @@ def merge(sources, into, on_conflict) -> None:
               show_default=True, help="exported model files (shared by every LUT)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True,
+              help="the row statistic summed: p10 = the device's fast state (docs/predict.md)")
+@click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--measure-missing: measure each key this many times, keep its lowest-p10 row (as build)")
+@click.option("--context", type=click.Choice(CONTEXTS), default=ALONE, show_default=True,
+              help="the slice's layer context: cold = weights-cold rows (TFLite; models whose weights exceed the "
+                   "L2 cache, docs/predict.md); nchwc = ONNX in-context rows")
 @_phone_options
 def predict(model, db, device, runtime, input_shape, measure_missing, threads, delegate, jobs, cache_dir, json_path,
-            quiet, binary, runner, transport, key_path, auth_timeout_s) -> None:
+            quiet, statistic, passes, context, binary, runner, transport, key_path, auth_timeout_s) -> None:
     """Predict the latency of any model (.onnx, .tflite, package.module:factory) from the LUT, layer by layer."""
     options = PredictOptions(device=device, runtime=runtime, threads=threads, delegate=delegate,
                              input_shape=parse_input_shape(input_shape), measure_missing=measure_missing, jobs=jobs,
-                             cache_dir=cache_dir, progress=not quiet,
+                             cache_dir=cache_dir, progress=not quiet, statistic=statistic, passes=passes,
+                             context=context,
                              agent_kwargs=_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     report = predict_model(model, db, options)
     click.echo(report.format())

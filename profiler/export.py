@@ -18,7 +18,9 @@ Weights are random (seed 0) and BatchNorm statistics randomized, so nothing fold
 In-context ONNX rows (`ModelCache(..., context="nchwc")`, `--context nchwc`): a key's file is
 the layer wrapped between layout-keeping neighbours (`context_models.wrap_layer`), and each
 image tensor at its boundary has a *pair model* (`context_models.pair_module`) timed in the
-same batch; both live under `<exporter>/context-nchwc-v<CONTEXT_FORMAT>/`.
+same batch; both live under `<exporter>/context-nchwc-v<CONTEXT_FORMATS["nchwc"]>/`.
+Weights-cold TFLite rows (`context="cold"`, `--context cold`): a key's file is N copies of the
+layer with distinct weights (`cold_models.cold_module`), under `<exporter>/context-cold-v<n>/`.
 
 INT8 (`ModelCache(..., dtype="int8")`, `--quantize int8`): each file is the float32 file of
 the same key (taken from, or first written to, the float32 cache) quantized by
@@ -60,9 +62,10 @@ from lut_db.op_kinds import IMAGE, OP_KINDS
 from search.spaces import SubnetConfig, space_from_spec
 from search.spaces.ops import build_layer
 
+from .cold_models import cold_module
 from .context_models import Tensor, boundary_tensors, graph_inputs, pair_module, two_inputs_module, wrap_layer
 from .quantize import check_dtype, converter_versions, quantize_model
-from .runtimes import ALONE, EXTENSIONS, RUNTIMES, check_runtime
+from .runtimes import ALONE, COLD, EXTENSIONS, NCHWC, RUNTIMES, check_runtime
 
 __all__ = ["EXTENSIONS", "RUNTIMES", "ModelCache", "export_layer", "export_module", "export_network",
            "exporter_id", "layer_module", "network_module", "overhead_module", "quantize_file"]
@@ -74,8 +77,8 @@ ONNX_OPSET = 17
 #: dispatch, Python binding, output fetch). A 1x1x1 conv was ~1 us slower in ONNX Runtime
 #: (its Conv kernel set-up), a ReLU is as cheap as an op gets in both runtimes.
 OVERHEAD_NAME = "overhead-relu1"
-#: Bump when the in-context wrapping (`context_models.py`) changes: new cache sub-folder.
-CONTEXT_FORMAT = 1
+#: Bump a context's entry when its models (`context_models.py`, `cold_models.py`) change: new cache sub-folder.
+CONTEXT_FORMATS = {NCHWC: 1, COLD: 1}
 
 #: Environment of quiet converters: set before TensorFlow/LiteRT C++ code loads.
 QUIET_ENV = {
@@ -196,8 +199,9 @@ def network_module(space_spec, subnet: dict, seed: int = 0):
 
 
 def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args: Sequence[int] = (0,),
-                  image_out: bool = True) -> Path:
-    """Write `module` to `path` (atomically: temporary file + rename) with the I/O convention above."""
+                  image_out: bool = True, outputs: int = 1) -> Path:
+    """Write `module` to `path` (atomically: temporary file + rename) with the I/O convention above
+    (`outputs`: how many tensors the module returns, all images or all vectors as `image_out`)."""
     check_runtime(runtime)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +209,7 @@ def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args
     try:
         with torch.no_grad():
             if runtime == "tflite":
-                _export_tflite(module, inputs, tmp, list(image_args), image_out)
+                _export_tflite(module, inputs, tmp, list(image_args), list(range(outputs)) if image_out else [])
             else:
                 _export_onnx(module, inputs, tmp)
         os.replace(tmp, path)
@@ -215,13 +219,13 @@ def export_module(module, inputs: Sequence, runtime: str, path: Path, image_args
     return path
 
 
-def _export_tflite(module, inputs, path: Path, image_args: list[int], image_out: bool) -> None:
+def _export_tflite(module, inputs, path: Path, image_args: list[int], image_outputs: list[int]) -> None:
     quiet_converters()
     import litert_torch  # why: optional converter (TFLite only), seconds to load; after quiet_converters
 
     sample = tuple(x.permute(0, 2, 3, 1).contiguous() if i in image_args else x for i, x in enumerate(inputs))
-    if image_args or image_out:
-        module = litert_torch.to_channel_last_io(module, args=image_args, outputs=[0] if image_out else [])
+    if image_args or image_outputs:
+        module = litert_torch.to_channel_last_io(module, args=image_args, outputs=image_outputs)
     litert_torch.convert(module.eval(), sample).export(str(path))
 
 
@@ -241,6 +245,14 @@ def export_context_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
     """Export one LUT key between layout-keeping neighbours (`context_models.wrap_layer`)."""
     module, inputs, image_args, image_out = layer_module(cfg)
     return export_module(wrap_layer(cfg, module), inputs, runtime, path, image_args, image_out)
+
+
+def export_cold_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
+    """Export one LUT key as its weights-cold model, N copies (`cold_models.cold_module`)."""
+    module, inputs, image_args, image_out = layer_module(cfg)
+    cold, n = cold_module(cfg, module, inputs)
+    branched = n > 1 and not isinstance(cold, nn.Sequential)
+    return export_module(cold, inputs, runtime, path, image_args, image_out, outputs=n if branched else 1)
 
 
 def export_input_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
@@ -268,7 +280,7 @@ def export_network(space_spec, subnet: dict, runtime: str, path: Path, seed: int
 # ----------------------------------------------------------------------------- cache + workers
 @dataclass(frozen=True)
 class _Job:
-    kind: str  # "layer", "context_layer", "input_layer", "pair", "two_inputs", "network" or "overhead"
+    kind: str  # "layer", "context_layer", "cold_layer", "input_layer", "pair", "two_inputs", "network", "overhead"
     runtime: str
     path: str
     layer: LayerConfig | None = None
@@ -288,6 +300,8 @@ def _run_job(job: _Job) -> float:
         export_layer(job.layer, job.runtime, target)
     elif job.kind == "context_layer":
         export_context_layer(job.layer, job.runtime, target)
+    elif job.kind == "cold_layer":
+        export_cold_layer(job.layer, job.runtime, target)
     elif job.kind == "input_layer":
         export_input_layer(job.layer, job.runtime, target)
     elif job.kind == "pair":
@@ -364,7 +378,8 @@ class ModelCache:
     `jobs` worker processes (spawned once, reused across batches) do the exporting; the
     caller blocks until a batch is on disk, then benchmarks it with the workers idle.
     `context="nchwc"` (ONNX float32, `runtimes.check_context` checked it): a key's file is its
-    in-context model, and `layers` also exports the pair models of its boundary tensors.
+    in-context model, and `layers` also exports the pair models of its boundary tensors;
+    `context="cold"` (TFLite float32): a key's file is its weights-cold model (N copies).
     """
 
     def __init__(self, cache_dir: str | Path, runtime: str, jobs: int = 2, cia_cache: bool = True,
@@ -400,7 +415,7 @@ class ModelCache:
 
     @property
     def _context_root(self) -> Path:
-        return self.root / f"context-{self.context}-v{CONTEXT_FORMAT}"
+        return self.root / f"context-{self.context}-v{CONTEXT_FORMATS[self.context]}"
 
     def input_layers(self, cfgs: Iterable[LayerConfig]) -> list[Path]:
         """Paths of the keys' models with an output neighbour only (in-context caches; exported
@@ -439,10 +454,10 @@ class ModelCache:
         """Paths of the models of `cfgs` (same order), exporting the missing ones in parallel."""
         cfgs = list(cfgs)
         paths = [self.layer_path(c) for c in cfgs]
-        kind = "layer" if self.context == ALONE else "context_layer"
+        kind = {ALONE: "layer", NCHWC: "context_layer", COLD: "cold_layer"}[self.context]
         jobs = {str(p): self._job(_Job(kind, self.runtime, str(p), layer=c))
                 for c, p in zip(cfgs, paths) if not p.exists()}
-        if self.context != ALONE:  # each boundary tensor's pair model, once
+        if self.context == NCHWC:  # each boundary tensor's pair model, once
             for t in sorted({t for c in cfgs for t in boundary_tensors(c)}):
                 p = self.pair_path(t)
                 if not p.exists():

@@ -6,6 +6,14 @@ project's I/O convention: images NHWC at a TFLite model's boundary), and the bui
 benchmarks it into the slice. Run-time inputs are random; constant inputs (weights, a
 scale) are module buffers of their shape. An operator without a builder here is a one-line
 `ProfilerError` naming it.
+
+TFLite, layout-free operators (`CHANNELS_LAST_OPS`: element-wise ones, Concat, Split, a
+standalone BatchNormalization): the one-operator model is built on NHWC tensors directly
+(the key's NCHW axis and broadcast shapes moved to NHWC), so the file holds the operator
+alone, as a network converted to NHWC runs it. Built NCHW behind `to_channel_last_io`, the
+converter kept it NCHW and wrapped it in TRANSPOSEs at the boundary (a Concat of two
+inputs: 3 TRANSPOSEs + CONCATENATION), which no whole network pays (docs/predict.md,
+"mixnet_s: over-prediction").
 """
 from __future__ import annotations
 
@@ -32,9 +40,10 @@ def _floats(key: GenericKey, name: str) -> list[float]:
 
 
 class _Op(nn.Module):
-    """Applies `fn` to the run-time inputs, with the constant inputs in their positions."""
+    """Applies `fn` to the run-time inputs, with the constant inputs in their positions
+    (`channels_last`: constants aligned to NCHW as ONNX broadcasts them, then permuted to NHWC)."""
 
-    def __init__(self, key: GenericKey, fn: Callable):
+    def __init__(self, key: GenericKey, fn: Callable, channels_last: bool = False):
         super().__init__()
         self.fn = fn
         self.const_pos = [i for i, c in enumerate(key.const_inputs) if c]
@@ -43,6 +52,8 @@ class _Op(nn.Module):
             shape = key.inputs[i]
             t = torch.tensor(values).reshape(shape) if values and len(values) == _numel(shape) \
                 else torch.rand(shape) + 0.5
+            if channels_last and 0 < t.dim() <= 4:  # NCHW broadcasting aligns trailing axes: (C, 1, 1) = (1, C, 1, 1)
+                t = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)).permute(0, 2, 3, 1).contiguous()
             self.register_buffer(f"c{i}", t)
 
     def forward(self, *dynamic):
@@ -94,8 +105,15 @@ def _conv(key: GenericKey) -> nn.Module:
     return PadConv()
 
 
-def _split(key: GenericKey):
-    axis = int(key.attr("axis", "0"))
+def _axis(key: GenericKey, default: str, channels_last: bool) -> int:
+    """The key's NCHW `axis` attribute, moved to NHWC for a channels-last model of a 4-D operator."""
+    axis = int(key.attr("axis", default))
+    rank = len(key.output) if key.output else len(key.inputs[0])
+    return _NHWC_POS[axis % 4] if channels_last and rank == 4 else axis
+
+
+def _split(key: GenericKey, channels_last: bool = False):
+    axis = _axis(key, "0", channels_last)
     sizes = _ints(key, "split", "") if key.attr("split") else _ints(key, "in1", "")
     return lambda x, *_: torch.split(x, sizes, dim=axis)
 
@@ -108,9 +126,35 @@ def _batchnorm(key: GenericKey) -> nn.Module:
     return bn
 
 
+class _ChannelsLastBatchNorm(nn.Module):
+    """Inference BatchNormalization on an NHWC image, spelled as PyTorch decomposes it
+    ((x - mean) * rsqrt(var + eps) * weight + bias, per channel on the last axis) with
+    trained-looking statistics: the converter writes what it writes for a network's BatchNorm
+    it cannot fold into a conv (SUB, MUL, MUL, ADD with litert-torch 0.10), not the 2 ops of a
+    BatchNorm whose weight is 1 and bias 0."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("mean", torch.randn(channels) * 0.1)
+        self.register_buffer("var", torch.rand(channels) + 0.5)
+        self.register_buffer("weight", torch.rand(channels) + 0.5)
+        self.register_buffer("bias", torch.randn(channels) * 0.1)
+        self.eps = eps
+
+    def forward(self, x):
+        return (x - self.mean) * torch.rsqrt(self.var + self.eps) * self.weight + self.bias
+
+
+def _with_act(key: GenericKey, module: nn.Module) -> nn.Module:
+    """`module` followed by the key's fused ``act`` (relu / relu6; `graph_keys.batchnorm_act`)."""
+    act = {"relu": nn.ReLU, "relu6": nn.ReLU6}.get(key.attr("act", ""))
+    return nn.Sequential(module, act()) if act else module
+
+
 _BUILDERS: dict[str, Callable[[GenericKey], nn.Module | Callable]] = {
     "Split": _split,
-    "BatchNormalization": _batchnorm,
+    "BatchNormalization": lambda k: _with_act(k, _batchnorm(k)),
     "Relu": lambda k: torch.relu,
     "Sigmoid": lambda k: torch.sigmoid,
     "Tanh": lambda k: torch.tanh,
@@ -132,21 +176,50 @@ _BUILDERS: dict[str, Callable[[GenericKey], nn.Module | Callable]] = {
 }
 
 
-def generic_module(key: GenericKey) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """(module, example NCHW inputs) of one generic key; `ProfilerError` if it has no builder."""
+#: Operators whose TFLite one-operator model is built on NHWC tensors (module docstring): the
+#: result depends on the layout only through an axis or a broadcast shape, which are moved.
+CHANNELS_LAST_OPS = frozenset({"Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Swish", "Clip", "Add", "Sub",
+                               "Mul", "Div", "Concat", "Split", "BatchNormalization"})
+#: an NCHW axis -> its position in NHWC
+_NHWC_POS = {0: 0, 1: 3, 2: 1, 3: 2}
+_CHANNELS_LAST_BUILDERS: dict[str, Callable[[GenericKey], nn.Module | Callable]] = {
+    "Split": lambda k: _split(k, channels_last=True),
+    "Concat": lambda k: (lambda *xs: torch.cat(xs, _axis(k, "1", channels_last=True))),
+    "BatchNormalization": lambda k: _with_act(k, _ChannelsLastBatchNorm(k.cin, float(k.attr("epsilon", "1e-05")))),
+}
+
+
+def channels_last_model(key: GenericKey, runtime: str) -> bool:
+    """Whether `key`'s one-operator model for `runtime` is built on NHWC tensors (module docstring)."""
+    dynamic = [s for s, const in zip(key.inputs, key.const_inputs) if not const]
+    return runtime == "tflite" and key.op_type in CHANNELS_LAST_OPS and len(key.output) == 4 and \
+        all(len(s) == 4 for s in dynamic)
+
+
+def generic_module(key: GenericKey, channels_last: bool = False) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """(module, example inputs) of one generic key; `ProfilerError` if it has no builder. The
+    inputs are NCHW, or NHWC with `channels_last` (only for `CHANNELS_LAST_OPS`)."""
     builder = _BUILDERS.get(key.op_type)
     if builder is None:
         raise ProfilerError(f"cannot measure operator {key.op_type} alone (no one-operator builder; key {key.key}); "
                             f"operators measurable alone: {', '.join(sorted(_BUILDERS))}")
+    if channels_last and key.op_type not in CHANNELS_LAST_OPS:
+        raise ValueError(f"generic_module: {key.op_type} has no channels-last model")
     torch.manual_seed(0)
-    inputs = tuple(torch.randn(shape) for shape, const in zip(key.inputs, key.const_inputs) if not const)
-    made = builder(key)
-    module = made if isinstance(made, nn.Module) else _Op(key, made)
+    shapes = [(s[0], s[2], s[3], s[1]) if channels_last and len(s) == 4 else s
+              for s, const in zip(key.inputs, key.const_inputs) if not const]
+    inputs = tuple(torch.randn(shape) for shape in shapes)
+    made = (_CHANNELS_LAST_BUILDERS.get(key.op_type, builder) if channels_last else builder)(key)
+    module = made if isinstance(made, nn.Module) else _Op(key, made, channels_last)
     return module.eval(), inputs
 
 
 def export_generic(key: GenericKey, runtime: str, path: Path) -> Path:
-    """Export the one-operator model of `key` to `path` (images NHWC at a TFLite boundary)."""
+    """Export the one-operator model of `key` to `path` (images NHWC at a TFLite boundary: for
+    `CHANNELS_LAST_OPS` built so, for the others converted so by `export_module`)."""
+    if channels_last_model(key, runtime):
+        module, inputs = generic_module(key, channels_last=True)
+        return export_module(module, inputs, runtime, path, image_args=(), image_out=False)
     module, inputs = generic_module(key)
     image_args = [i for i, x in enumerate(inputs) if x.dim() == 4]
     return export_module(module, inputs, runtime, path, image_args=image_args, image_out=len(key.output) == 4)

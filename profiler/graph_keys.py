@@ -14,8 +14,9 @@ project's own LUT rows measure (`search/spaces/ops.py` exported alone):
 - Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout and operators of constants only
   are free (no kernel, or folded by the converter): no key.
 - Everything else is a `GenericKey` (operator type + shapes + attributes); a Sigmoid
-  feeding a Mul with its own input is one ``Swish`` group; an activation that could not be
-  fused is its own generic key.
+  feeding a Mul with its own input is one ``Swish`` group; a standalone BatchNormalization
+  and the ReLU / ReLU6 after it are one BatchNormalization key with ``act=``; an activation
+  that could not be fused is its own generic key.
 
 Keys of the project's kinds are built by `search.spaces.keys` (the helpers the search
 spaces use), so a layer of a user's model that equals a search-space layer has the very
@@ -23,7 +24,7 @@ same key, and shares its measurement.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +38,13 @@ FREE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", 
 #: ONNX attribute defaults, left out of generic keys (TFLite-read graphs do not spell them).
 _DEFAULTS = {"ceil_mode": "0", "dilations": "1,1", "group": "1", "auto_pad": "NOTSET", "storage_order": "0"}
 _ACTS = {"Relu": "relu", "HardSwish": "hswish", "HardSigmoid": "hsigmoid"}
+#: Version of the one-operator model (`generic_ops.py`) of a generic key on images, spelled
+#: ``model=<n>`` in the key when > 1, so a LUT row measured with an older model is not reused
+#: (it stays in the LUT, unused). 2: the layout-free operators are built on NHWC tensors for
+#: TFLite, without the TRANSPOSEs the converter put around them (docs/predict.md, "mixnet_s:
+#: over-prediction"); a standalone BatchNormalization has trained-looking statistics.
+MODEL_VERSIONS = {op: 2 for op in ("Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Swish", "Clip", "Add",
+                                   "Sub", "Mul", "Div", "Concat", "Split", "BatchNormalization")}
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,8 @@ class _Mapper:
                         self.g.consts.setdefault(t, None)
                 continue
             layer = (self.se(node) or self.gap(node) or self.conv(node) or self.linear(node) or self.add(node)
-                     or self.upsample(node) or self.swish(node) or self.padded_pool(node) or self.generic(node))
+                     or self.upsample(node) or self.swish(node) or self.padded_pool(node) or self.batchnorm_act(node)
+                     or self.generic(node))
             out.append(layer)
         return out
 
@@ -329,7 +338,8 @@ class _Mapper:
         self.claim(node, mul)
         x = self.shape(node.inputs[0])
         return MappedLayer(node.name, ("Sigmoid", "Mul"),
-                           GenericKey("Swish", (x,), (False,), self.shape(mul.outputs[0]), (), self.g.dtype))
+                           GenericKey("Swish", (x,), (False,), self.shape(mul.outputs[0]),
+                                      _versioned("Swish", [x], {}), self.g.dtype))
 
     def padded_pool(self, pad: Node) -> MappedLayer | None:
         """A Pad feeding a MaxPool (TFLite writes PyTorch's symmetric pooling padding so) = one
@@ -344,6 +354,20 @@ class _Mapper:
                       {**pool.attrs, "pads": [v[2], v[3], v[6], v[7]]})
         self.claim(pad, pool)
         return MappedLayer(pad.name, ("Pad", "MaxPool"), generic_key(self.g, merged))
+
+    def batchnorm_act(self, bn: Node) -> MappedLayer | None:
+        """A standalone BatchNormalization + the ReLU / ReLU6 after it = one generic
+        BatchNormalization key with ``act=relu|relu6``: TFLite fuses the activation into the
+        BatchNorm's last element-wise op (mixnet_s's whole model has no RELU operator)."""
+        if bn.op != "BatchNormalization":
+            return None
+        act, act_node = self.activation(bn.outputs[0])
+        if act not in ("relu", "relu6"):
+            return None
+        key = generic_key(self.g, bn)
+        self.claim(bn, act_node)
+        return MappedLayer(bn.name, (bn.op, act_node.op),
+                           replace(key, attrs=tuple(sorted({**dict(key.attrs), "act": act}.items()))))
 
     def generic(self, node: Node) -> MappedLayer:
         self.claim(node)
@@ -362,8 +386,17 @@ def generic_key(graph: ModelGraph, node: Node) -> GenericKey:
         if value is not None and value.size <= 16:
             attrs[f"in{i}"] = _canon(value.ravel().tolist())
     op = node.op.replace(":", ".")
-    return GenericKey(op, tuple(graph.shapes.get(t, ()) for t in inputs), tuple(graph.is_const(t) for t in inputs),
-                      graph.shapes.get(node.outputs[0], ()), tuple(sorted(attrs.items())), graph.dtype)
+    shapes = [graph.shapes.get(t, ()) for t in [*inputs, node.outputs[0]]]
+    return GenericKey(op, tuple(shapes[:-1]), tuple(graph.is_const(t) for t in inputs),
+                      shapes[-1], _versioned(op, shapes, attrs), graph.dtype)
+
+
+def _versioned(op: str, shapes: list[tuple[int, ...]], attrs: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """`attrs` sorted, with ``model=<n>`` for an operator on images whose one-operator model
+    is at version n > 1 (`MODEL_VERSIONS`)."""
+    if MODEL_VERSIONS.get(op, 1) > 1 and any(len(s) == 4 for s in shapes):
+        attrs = {**attrs, "model": str(MODEL_VERSIONS[op])}
+    return tuple(sorted(attrs.items()))
 
 
 def _canon(value) -> str:

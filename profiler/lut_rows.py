@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from device_agents.contract import BenchmarkSettings, DeviceInfo, ModelTiming
+from device_agents.device_state import others_busy
 from device_agents.gpu_delegate import GpuDelegation
 from lut_db.coverage import GPU_DELEGATION
 from lut_db.interpolate import interpolate_layers
@@ -46,6 +47,9 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
     provenance = {"batch": uuid.uuid4().hex[:12], "overhead_ms": m.overhead_ms,
                   "reference_key": batch.reference.layer.key, "reference_ms": m.reference_ms,
                   "reference_drift_pct": round(m.drift_pct, 3), "repeats": settings.repeats, "attempts": m.attempts}
+    busy = others_busy(m.result.state_before, m.result.state_after, s.device.info.cpu_core)
+    if busy is not None:  # the busiest other core's share of the batch (a busy neighbour slows the measured core)
+        provenance["others_busy"] = round(busy, 3)
     # GPU slices: what the delegate took of each layer (after the overhead model and the reference)
     delegations = m.result.gpu_delegations[2:] or [None] * len(batch.layers)
     rows = [measured_row(cfg, timing, m, s.device.info, s.device.rt, plan_name, settings,

@@ -11,6 +11,8 @@ In-context batches (`--context nchwc`, `context_models.py`): the layer files are
 models, and the pair models their boundary tensors need are timed after them in the same
 batch (`ContextPlan`); each row is the wrapped median less half of its pairs' medians
 (`context_models.context_row_ms`), so the drift of the host cancels within the batch.
+Weights-cold batches (`--context cold`, `cold_models.py`): a layer file holds N copies of the
+layer; its row is (time - the batch's overhead) / N, each statistic.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from lut_db.layer_key import LayerConfig
 
 from . import calibrate
 from .build_types import BuildOptions
+from .cold_models import copies
 from .context_models import boundary_tensors, context_row_ms, graph_inputs
 from .export import ModelCache
-from .runtimes import ALONE
+from .runtimes import ALONE, COLD
 
 #: The statistics an in-context row derives, each from the same statistic of its models.
 _STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "min_ms", "max_ms")
@@ -39,6 +42,7 @@ class ContextPlan:
     of_layer: tuple[tuple[int, ...], ...]  # per layer of the batch: indices into `pairs`
     inputs: tuple[int, ...] = ()  # per layer: graph inputs of its model (default: 1 each)
     two_inputs: int | None = None  # index of the two-input overhead model in `pairs` (a layer has 2 inputs)
+    copies: tuple[int, ...] = ()  # per layer: copies of it in its file (weights-cold, cold_models.py); default 1
 
 
 def context_plan(cache: ModelCache, layers: Sequence[LayerConfig], context: str) -> ContextPlan | None:
@@ -46,6 +50,8 @@ def context_plan(cache: ModelCache, layers: Sequence[LayerConfig], context: str)
     pair files are on disk once `cache.layers(layers)` of an in-context cache returned."""
     if context == ALONE:
         return None
+    if context == COLD:  # no pairs: each row is its file's time less the overhead, per copy
+        return ContextPlan((), tuple(() for _ in layers), copies=tuple(copies(c) for c in layers))
     tensors = [boundary_tensors(c) for c in layers]
     order = sorted({t for ts in tensors for t in ts})
     index = {t: i for i, t in enumerate(order)}
@@ -79,10 +85,11 @@ class BatchMeasurement:
         n = len(plan.of_layer)
         wrapped, pairs = timings[:n], timings[n:]
         inputs = plan.inputs or (1,) * n
+        per_file = plan.copies or (1,) * n
         two = pairs[plan.two_inputs].median_ms if plan.two_inputs is not None else None
         return [replace(w, **{s: context_row_ms(getattr(w, s), [getattr(pairs[j], s) for j in js], self.overhead_ms,
-                                                k, two) for s in _STATS})
-                for w, js, k in zip(wrapped, plan.of_layer, inputs)]
+                                                k, two) / c for s in _STATS}, std_ms=w.std_ms / c)
+                for w, js, k, c in zip(wrapped, plan.of_layer, inputs, per_file)]
 
     @property
     def row_overhead_ms(self) -> float:
@@ -98,6 +105,8 @@ class BatchMeasurement:
         n = len(plan.of_layer)
         timings = self.result.timings
         pairs = [[timings[2 + n + j].name, timings[2 + n + j].median_ms] for j in plan.of_layer[i]]
+        if plan.copies:  # weights-cold: the raw time of the N copies
+            return {"context": {"copies": plan.copies[i], "file_median_ms": timings[2 + i].median_ms}}
         detail = {"wrapped_median_ms": timings[2 + i].median_ms, "pairs_median_ms": pairs}  # one per boundary tensor
         if plan.inputs and plan.inputs[i] > 1:
             detail.update(inputs=plan.inputs[i], two_inputs_ms=timings[2 + n + plan.two_inputs].median_ms)

@@ -80,6 +80,15 @@ class ModelGraph:
     def const_value(self, tensor: str) -> np.ndarray | None:
         return self.consts.get(tensor)
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the model's stored constants (weights, biases, scales) at its dtype: what a
+        network reads from memory per inference beside its activations (`--context cold`)."""
+        produced = {t for node in self.nodes for t in node.outputs}  # an Identity of a weight is not a second one
+        size = {"float32": 4, "float16": 2}.get(self.dtype, 1)
+        return size * sum(int(np.prod(self.shapes[c], dtype=np.int64)) for c in self.consts
+                          if c not in produced and c in self.shapes)
+
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """``1,3,224,224`` -> (1, 3, 224, 224); a `ProfilerError` naming --input-shape otherwise."""

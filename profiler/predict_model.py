@@ -37,7 +37,7 @@ from .generic_ops import export_generic, generic_module
 from .graph_keys import GraphMapping, map_graph
 from .model_graph import load_model
 from .plan import Plan
-from .runtimes import DEFAULT_CACHE_DIR, slice_runtime
+from .runtimes import ALONE, DEFAULT_CACHE_DIR, slice_runtime
 
 #: Missing operators named in the one-line error (the rest are counted).
 SHOW_MISSING = 5
@@ -55,6 +55,9 @@ class PredictOptions:
     measure_missing: bool = False
     jobs: int = 2
     repeats: int = 3
+    passes: int = 1  # --measure-missing: measurement passes, each key keeps its lowest-p10 row (passes.py)
+    statistic: str = "median"  # the row statistic summed ("p10": the host's fast state, docs/lut.md)
+    context: str = ALONE  # the slice's layer context ("cold": weights-cold rows, cold_models.py)
     cache_dir: Path = DEFAULT_CACHE_DIR
     progress: bool = True
     agent_kwargs: dict = field(default_factory=dict)  # phone options for `agents.open_agent`
@@ -83,6 +86,7 @@ class PredictReport:
     free_ops: int  # reshape-like operators with no kernel (no key, 0 ms)
     measured_now: int = 0  # keys this run measured (--measure-missing)
     wall_s: float = 0.0
+    weights_mib: float = 0.0  # the model's stored constants (`ModelGraph.weight_bytes`), MiB
 
     @property
     def generic_ms(self) -> float:
@@ -112,7 +116,8 @@ class PredictReport:
             "",
             f"{self.model}: {self.total_ms:.3f} ms predicted on {self.device_id} ({self.runtime}, "
             f"{self.runtime_options}); {counts}; generic keys {100 * self.generic_share:.1f}% of the latency; "
-            f"{self.free_ops} free operator(s); measured now {self.measured_now}; {self.wall_s:.2f} s",
+            f"{self.free_ops} free operator(s); weights {self.weights_mib:.1f} MiB; measured now {self.measured_now}; "
+            f"{self.wall_s:.2f} s",
         ])
 
 
@@ -135,7 +140,7 @@ def model_space_name(model: str) -> str:
 def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> PredictReport:
     """Predict `model` on one LUT slice (module docstring); user errors before any work."""
     start = time.monotonic()
-    rt = slice_runtime(options.runtime, options.threads, delegate=options.delegate)
+    rt = slice_runtime(options.runtime, options.threads, delegate=options.delegate, context=options.context)
     db_path = Path(db_path)
     if not options.measure_missing and not db_path.exists():
         raise ProfilerError(f"--db {db_path}: no such LUT file (give --measure-missing to create and fill it)")
@@ -149,7 +154,8 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
         if device_id is None or options.measure_missing:
             agent = open_agent(options.device, options.runtime, **options.agent_kwargs)
             device_id = agent.info().device_id
-        table = _load(db_path, device_id, rt.name, rt.options, must_exist=not options.measure_missing)
+        table = _load(db_path, device_id, rt.name, rt.options, options.statistic,
+                      must_exist=not options.measure_missing)
         measured_now = 0
         todo = _without_row(table, mapping)
         if todo and options.measure_missing:
@@ -157,12 +163,13 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
                 if isinstance(key, GenericKey):
                     generic_module(key)
             measured_now = _measure(model, db_path, mapping, todo, agent, options)
-            table = _load(db_path, device_id, rt.name, rt.options, must_exist=True)
+            table = _load(db_path, device_id, rt.name, rt.options, options.statistic, must_exist=True)
     finally:
         if agent is not None:
             agent.close()
     report = breakdown(model, table, mapping)
     report.measured_now = measured_now
+    report.weights_mib = graph.weight_bytes / 2**20
     report.wall_s = time.monotonic() - start
     return report
 
@@ -200,11 +207,11 @@ def _lut_device(db_path: Path, device: str) -> str | None:
     return device if any(s.device_id == device for s in LatencyTable.slices(db_path)) else None
 
 
-def _load(db_path: Path, device_id: str, runtime: str, options: str, must_exist: bool) -> LatencyTable:
+def _load(db_path: Path, device_id: str, runtime: str, options: str, statistic: str, must_exist: bool) -> LatencyTable:
     if not must_exist and not db_path.exists():
         return LatencyTable({}, device_id=device_id, runtime=runtime, runtime_options=options, origin=str(db_path))
     try:
-        return LatencyTable.load(db_path, device_id, runtime, options, interpolate=True)
+        return LatencyTable.load(db_path, device_id, runtime, options, interpolate=True, statistic=statistic)
     except UnknownSlice:
         if must_exist:
             raise
@@ -219,8 +226,9 @@ def _without_row(table: LatencyTable, mapping: GraphMapping) -> list:
 def _measure(model: str, db_path: Path, mapping: GraphMapping, todo: list, agent, options: PredictOptions) -> int:
     """Measure `todo` on `agent` with the build engine into the slice; returns how many were measured."""
     build = BuildOptions(jobs=options.jobs, threads=options.threads, delegate=options.delegate,
-                         repeats=options.repeats, cache_dir=options.cache_dir)
-    with ModelCache(options.cache_dir, options.runtime, jobs=1) as cache:
+                         repeats=options.repeats, cache_dir=options.cache_dir, passes=options.passes,
+                         context=options.context)
+    with ModelCache(options.cache_dir, options.runtime, jobs=1, context=options.context) as cache:
         for key in todo:  # generic keys: exported here, found on disk by the engine's cache
             path = cache.layer_path(key)
             if isinstance(key, GenericKey) and not path.exists():

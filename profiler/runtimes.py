@@ -8,7 +8,8 @@ The options string (`RuntimeSpec.options`) is `threads=N;delegate=D` for float32
 (as it always was), gains `;gpu_precision_loss=...` for the phone's GPU delegate and
 `;dtype=int8` for an INT8 slice (`--quantize int8`, `quantize.py`), and `;ort_opt=extended|basic`
 for an ONNX slice measured below ORT_ENABLE_ALL (`--ort-opt`), `;context=nchwc` for in-context
-ONNX rows (`--context nchwc`, `context_models.py`), so such slices of one
+ONNX rows (`--context nchwc`, `context_models.py`) and `;context=cold` for weights-cold TFLite
+rows (`--context cold`, `cold_models.py`), so such slices of one
 device sit side by side in one LUT file. The layer keys are the same in all: the dtype of a
 slice is how its layers are exported, not another layer.
 """
@@ -25,11 +26,12 @@ from .errors import ProfilerError, UnknownRuntime
 from .quantize import DTYPES, check_dtype
 
 RUNTIMES = ("tflite", "onnx")
-#: Layer contexts of an ONNX slice (`--context`): "alone" (each layer exported alone, the default,
-#: left out of the options string) or "nchwc" (rows between ONNX Runtime's NCHWc-keeping
-#: neighbours, `context_models.py`).
+#: Layer contexts of a slice (`--context`): "alone" (each layer exported alone, the default,
+#: left out of the options string), "nchwc" (ONNX: rows between ONNX Runtime's NCHWc-keeping
+#: neighbours, `context_models.py`) or "cold" (TFLite: weights-cold rows, `cold_models.py`).
 NCHWC = "nchwc"
-CONTEXTS = (ALONE, NCHWC)
+COLD = "cold"
+CONTEXTS = (ALONE, NCHWC, COLD)
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 #: "gpu": the phone's GPU delegate (`benchmark_model --use_gpu=true`, device_agents/gpu_delegate.py)
 TFLITE_DELEGATES = ("xnnpack", "none", GPU)
@@ -50,10 +52,13 @@ def check_context(context: str, runtime: str, ort_opt: str = "all") -> str:
     """`context` when valid for `runtime` at `ort_opt`; a one-line `ProfilerError` otherwise."""
     if context not in CONTEXTS:
         raise ProfilerError(f"--context: unknown layer context {context!r}, expected one of {', '.join(CONTEXTS)}")
-    if context != ALONE and runtime != "onnx":
+    if context == NCHWC and runtime != "onnx":
         raise ProfilerError(f"--context {context}: only with --runtime onnx (rows between ONNX Runtime's NCHWc "
                             "neighbours)")
-    if context != ALONE and ort_opt != "all":
+    if context == COLD and runtime != "tflite":
+        raise ProfilerError(f"--context {context}: only with --runtime tflite (ONNX Runtime copies every output "
+                            "of a weights-cold model per run; its fidelity option is --context nchwc)")
+    if context == NCHWC and ort_opt != "all":
         raise ProfilerError(f"--context {context}: only at --ort-opt all (below it ONNX Runtime has no NCHWc layout)")
     return context
 

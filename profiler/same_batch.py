@@ -58,10 +58,13 @@ def plan_batch(extra: Sequence[Path], groups: Sequence[Group], share_layers: boo
     return BatchLayout(files, model_at, layers_at)
 
 
-def layers_now_ms(medians_ms: Sequence[float], positions: Sequence[int], overhead_ms: float) -> float:
+def layers_now_ms(medians_ms: Sequence[float], positions: Sequence[int], overhead_ms: float,
+                  copies: Sequence[int] = ()) -> float:
     """The LUT prediction made of one batch's timings (ms): each term's median minus the
-    batch's overhead (a LUT row), summed, plus the overhead once (as `LatencyTable.predict`)."""
-    return sum(medians_ms[p] - overhead_ms for p in positions) + overhead_ms
+    batch's overhead (a LUT row), summed, plus the overhead once (as `LatencyTable.predict`).
+    `copies` (per term; weights-cold files, `cold_models.py`): a file of N copies gives 1/N of it."""
+    per_file = copies or (1,) * len(positions)
+    return sum((medians_ms[p] - overhead_ms) / n for p, n in zip(positions, per_file)) + overhead_ms
 
 
 @dataclass(frozen=True)

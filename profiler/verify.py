@@ -39,6 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from device_agents.contract import BenchmarkSettings, DeviceInfo
+from device_agents.device_state import others_busy
 from lut_db.layer_key import LayerConfig, RuntimeSpec, parse_key
 from lut_db.reader import LatencyTable
 from lut_db.connect import lut_errors
@@ -103,6 +104,7 @@ class _Timings:
     layers_now: list[list[float]] | None = None  # `same_batch`: per network, its layers' sum in each round
     p10_per_round: list[list[float]] = field(default_factory=list)  # per network: its 10th percentile per round
     layers_now_p10: list[list[float]] = field(default_factory=list)  # `same_batch`: its layers' p10 sum per round
+    others_busy: list[float] = field(default_factory=list)  # per benchmark process: the busiest other core (0..1)
 
 
 def draw_subnets(space, samples: int, seed: int = 0) -> list:
@@ -244,6 +246,7 @@ def _benchmark_rounds(agent, groups: list[Group], extra: list[Path], chunks: lis
                       settings: BenchmarkSettings, options: VerifyOptions, bar: tqdm) -> _Timings:
     """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each;
     with `same_batch`, each network's layer files right after it (its own copies: close in time)."""
+    core = agent.info().cpu_core  # the measured core(s): the others' busy share is the co-runner's load
     timings = _Timings([[] for _ in groups], [[] for _ in groups],
                        layers_now=[[] for _ in groups] if options.same_batch else None,
                        p10_per_round=[[] for _ in groups], layers_now_p10=[[] for _ in groups])
@@ -255,6 +258,9 @@ def _benchmark_rounds(agent, groups: list[Group], extra: list[Path], chunks: lis
             result = agent.benchmark(layout.files, settings)
             medians = [t.median_ms for t in result.timings]
             p10 = [t.p10_ms for t in result.timings]
+            busy = others_busy(result.state_before, result.state_after, core)
+            if busy is not None:
+                timings.others_busy.append(busy)
             timings.overhead_ms.append(medians[0])
             if len(extra) > 1:
                 timings.reference_ms.append(medians[1])
@@ -300,7 +306,7 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
         mac_proxy=MacProxyResult(error_stats(proxy, measured), fit), plan=coverage,
         overhead_ms=Overheads(target.table.overhead_ms,
                               statistics.median(timings.overhead_ms) if timings.overhead_ms else None),
-        noise=_noise(between, samples, timings.reference_ms, coverage.reference),
+        noise=_noise(between, samples, timings.reference_ms, coverage.reference, timings.others_busy),
         protocol=MeasureProtocol(options.rounds, options.repeats, settings.warmup_runs, settings.min_runs,
                                  settings.min_seconds, options.interpolate),
         host=HostInfo(platform.python_version(), platform.machine()),
@@ -309,7 +315,7 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
 
 
 def _noise(between: list[float], samples: list[NetworkSample], reference_ms: list[float],
-           reference: ReferenceCalibration | None) -> Noise:
+           reference: ReferenceCalibration | None, busy: list[float]) -> Noise:
     """CoV between rounds and within a round (%), and the reference's drift since the build (%)."""
     first = reference.ms if reference else None
     return Noise(
@@ -317,4 +323,6 @@ def _noise(between: list[float], samples: list[NetworkSample], reference_ms: lis
         cov_between_rounds_pct_max=100 * max(between),
         cov_runs_pct_median=statistics.median(s.cov_runs_pct for s in samples),
         reference_drift_pct=calibrate.drift_pct(statistics.median(reference_ms), first)
-        if reference_ms and first else None)
+        if reference_ms and first else None,
+        others_busy_pct_median=100 * statistics.median(busy) if busy else None,
+        others_busy_pct_max=100 * max(busy) if busy else None)

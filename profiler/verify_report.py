@@ -124,6 +124,10 @@ class Noise:
     cov_between_rounds_pct_max: float
     cov_runs_pct_median: float
     reference_drift_pct: float | None
+    # the busiest other core's share of each benchmark process (%; `device_state.others_busy`): a busy
+    # neighbour can slow the measured core (docs/predict.md, "Co-runners"); None: the device gave no ticks
+    others_busy_pct_median: float | None = None
+    others_busy_pct_max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,10 @@ def format_report(report: VerifyReport) -> str:
                  f"(max {noise.cov_between_rounds_pct_max:.2f}%), within a round {noise.cov_runs_pct_median:.1f}%; "
                  f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
                  f"overhead {report.overhead_ms.lut:.4f} ms in LUT")
+    if noise.others_busy_pct_median is not None:
+        lines.append(f"other cores busy during the benchmarks: median {noise.others_busy_pct_median:.0f}%, "
+                     f"max {noise.others_busy_pct_max:.0f}% (a busy neighbour core slows the measured one; "
+                     "verify on an otherwise idle device)")
     if report.fast_state is not None:
         lines.append(f"fast state: p10 of each network (CoV between rounds median "
                      f"{report.fast_state.cov_between_rounds_pct_median:.2f}%) against the LUT's p10 rows; "

@@ -12,6 +12,8 @@ import pytest
 from device_agents import local
 from device_agents.device_state import (
     STATE_COMMAND,
+    busy_fraction,
+    others_busy,
     fastest_cores,
     parse_state_output,
     read_state,
@@ -270,10 +272,36 @@ def test_state_command_runs_under_sh_and_round_trips(tmp_path):
     assert parse_state_output(proc.stdout).cpu_freq_khz.keys() == read_state().cpu_freq_khz.keys()
     # and on a fake tree, with paths rewritten to it
     write_sysfs(tmp_path, {"soc": 50000}, {1: cpufreq(1, 2, 2)})
-    fake = subprocess.run(["sh", "-c", STATE_COMMAND.replace("/sys/", f"{tmp_path}/sys/")],
-                          capture_output=True, text=True, timeout=30).stdout
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/stat").write_text(PROC_STAT)
+    command = STATE_COMMAND.replace("/sys/", f"{tmp_path}/sys/").replace(" /proc/stat", f" {tmp_path}/proc/stat")
+    fake = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30).stdout
     s = parse_state_output(fake.replace(f"{tmp_path}/sys/", "/sys/"))
-    assert s == read_state(str(tmp_path))
+    assert s == read_state(str(tmp_path)) and s.cpu_busy_ticks == {"cpu0": 100 + 5 + 50 + 3 + 2, "cpu1": 900}
+
+
+#: /proc/stat of a 2-core machine (user nice system idle iowait irq softirq steal guest guest_nice)
+PROC_STAT = """cpu  1000 5 50 2000 10 3 2 7 0 0
+cpu0 100 5 50 1000 10 3 2 7 0 0
+cpu1 900 0 0 1000 0 0 0 0 0 0
+intr 12345 0 0
+ctxt 999
+"""
+
+
+def test_busy_ticks_say_how_busy_the_other_cores_were_during_a_batch(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/stat").write_text(PROC_STAT)
+    before = read_state(str(tmp_path))
+    assert before.cpu_busy_ticks == {"cpu0": 160, "cpu1": 900}
+    assert before.cpu_total_ticks == {"cpu0": 1170, "cpu1": 1900}
+    # 100 ticks later: cpu0 busy 80 of them, cpu1 (the measured core) busy all 100
+    (tmp_path / "proc/stat").write_text("cpu0 170 5 60 1010 20 3 2 7 0 0\ncpu1 1000 0 0 1000 0 0 0 0 0 0\n")
+    after = read_state(str(tmp_path))
+    assert busy_fraction(before, after) == {"cpu0": pytest.approx(0.8), "cpu1": 1.0}
+    assert others_busy(before, after, "1") == pytest.approx(0.8)
+    assert others_busy(before, after, "0-1") is None and others_busy(before, after, "") is None
+    assert others_busy(DeviceState(), after, "1") is None  # no ticks before: nothing to say
 
 
 def test_fastest_cores_rank_by_max_frequency_then_high_core_numbers():

@@ -193,6 +193,11 @@ def test_real_build_and_verify_of_a_small_space_write_json_and_plot(micro_space,
                 "device", "runtime", "runtime_version", "noise"):
         assert key in report, key
     assert report["n"] == 3 and report["runtime_version"].startswith("onnxruntime")
+    if report["device"]["cpu_core"] and os.cpu_count() > 1:  # pinned, with other cores: their load is recorded
+        busy = report["noise"]["others_busy_pct_median"]
+        assert 0 <= busy <= report["noise"]["others_busy_pct_max"] <= 100
+        state = open_lut(db, create=False).execute("SELECT state_after FROM measurements").fetchone()[0]
+        assert 0 <= json.loads(state)["profiler"]["others_busy"] <= 1
     assert all(s["measured_ms"] > 0 and s["predicted_ms"] > 0 for s in report["samples"])
     assert out_png.read_bytes()[:4] == b"\x89PNG"
     result = invoke("show", "--db", db)

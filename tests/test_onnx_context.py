@@ -55,7 +55,7 @@ def test_bad_contexts_are_refused(kwargs, needle):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--runtime", "onnx", "--context", "nhwc"], "'nhwc' is not one of 'alone', 'nchwc'"),
+    (["--runtime", "onnx", "--context", "nhwc"], "'nhwc' is not one of 'alone', 'nchwc', 'cold'"),
     (["--runtime", "tflite", "--context", "nchwc"], "--context nchwc: only with --runtime onnx"),
 ])
 def test_cli_refuses_bad_context_in_one_line_exit_1_before_touching_the_lut(args, needle, tmp_path):

@@ -37,6 +37,7 @@ def test_layers_now_is_the_lut_prediction_made_of_one_batch():
     medians = [0.01, 1.0, 0.21, 0.51]  # overhead, model, layer a, layer b
     # each term a row (median - overhead), the overhead added once, as LatencyTable.predict
     assert layers_now_ms(medians, (2, 3, 2), 0.01) == pytest.approx(0.2 + 0.5 + 0.2 + 0.01)
+    assert layers_now_ms(medians, (2, 3, 2), 0.01, (2, 1, 2)) == pytest.approx(0.1 + 0.5 + 0.1 + 0.01)
     same = SameBatch([1.0, 2.0, 1.0], [1.1, 1.8, 0.9])
     assert same.layers_now_ms == 1.1
     assert same.ratio_layers_to_whole == pytest.approx(statistics.median([1.1, 0.9, 0.9]))
