@@ -108,7 +108,7 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     n = len(layer_files)
     try:
         settings = benchmark_settings(runtime, threads=1, repeats=3)
-        core = agent.info().cpu_core
+        core = agent.info().cpu_core  # 1 thread: the core the benchmark is pinned to
         layout = plan_batch([cache.overhead()], [Group(model_path, (*layer_files, *cold_files))])
         hot_at, cold_at = layout.layers_at[0][:n], layout.layers_at[0][n:]
         medians, p10s, covs, sums, sums_p10, terms_p10, busy = [], [], [], [], [], [], []

@@ -47,7 +47,9 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
     provenance = {"batch": uuid.uuid4().hex[:12], "overhead_ms": m.overhead_ms,
                   "reference_key": batch.reference.layer.key, "reference_ms": m.reference_ms,
                   "reference_drift_pct": round(m.drift_pct, 3), "repeats": settings.repeats, "attempts": m.attempts}
-    busy = others_busy(m.result.state_before, m.result.state_after, s.device.info.cpu_core)
+    # the device's core is the one a 1-thread batch is pinned to; several threads use more than it
+    core = s.device.info.cpu_core if settings.threads == 1 else ""
+    busy = others_busy(m.result.state_before, m.result.state_after, core)
     if busy is not None:  # the busiest other core's share of the batch (a busy neighbour slows the measured core)
         provenance["others_busy"] = round(busy, 3)
     # GPU slices: what the delegate took of each layer (after the overhead model and the reference)

@@ -37,7 +37,7 @@ from .generic_ops import export_generic, generic_module
 from .graph_keys import GraphMapping, map_graph
 from .model_graph import load_model
 from .plan import Plan
-from .runtimes import ALONE, DEFAULT_CACHE_DIR, slice_runtime
+from .runtimes import ALONE, DEFAULT_CACHE_DIR, NCHWC, slice_runtime
 
 #: Missing operators named in the one-line error (the rest are counted).
 SHOW_MISSING = 5
@@ -140,6 +140,9 @@ def model_space_name(model: str) -> str:
 def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> PredictReport:
     """Predict `model` on one LUT slice (module docstring); user errors before any work."""
     start = time.monotonic()
+    if options.context == NCHWC:  # its wrapped models and boundary calibration exist for our op kinds only
+        raise ProfilerError("--context nchwc: not for predict (in-context rows are built for the search spaces' "
+                            "layer kinds, not for generic operators); use --context alone or cold")
     rt = slice_runtime(options.runtime, options.threads, delegate=options.delegate, context=options.context)
     db_path = Path(db_path)
     if not options.measure_missing and not db_path.exists():

@@ -246,7 +246,8 @@ def _benchmark_rounds(agent, groups: list[Group], extra: list[Path], chunks: lis
                       settings: BenchmarkSettings, options: VerifyOptions, bar: tqdm) -> _Timings:
     """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each;
     with `same_batch`, each network's layer files right after it (its own copies: close in time)."""
-    core = agent.info().cpu_core  # the measured core(s): the others' busy share is the co-runner's load
+    # the measured core of a 1-thread benchmark (several threads use more): the others' busy share is the co-runners'
+    core = agent.info().cpu_core if settings.threads == 1 else ""
     timings = _Timings([[] for _ in groups], [[] for _ in groups],
                        layers_now=[[] for _ in groups] if options.same_batch else None,
                        p10_per_round=[[] for _ in groups], layers_now_p10=[[] for _ in groups])

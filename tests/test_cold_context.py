@@ -136,3 +136,16 @@ def test_predict_measures_a_cold_slice_beside_the_hot_one(tmp_path):
     assert result.exit_code == 0, result.output
     p10 = json.loads(fast.read_text())
     assert p10["measured_now"] == 0 and p10["total_ms"] <= report["total_ms"]  # each row's p10 <= its median
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--runtime", "onnx", "--context", "cold"], "--context cold: only with --runtime tflite"),
+    (["--runtime", "onnx", "--context", "nchwc"], "'nchwc' is not one of 'alone', 'cold'"),
+])
+def test_predict_refuses_a_context_it_cannot_fill_in_one_line(args, needle, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    result = invoke("predict", "tests.test_cold_context:wide_net", "--input-shape", "1,3,4,4", "--db", db,
+                    "--measure-missing", "--cache-dir", tmp_path / "c", *args)
+    assert result.exit_code == 1, result.output
+    assert needle in result.output and len(result.output.strip().splitlines()) == 1
+    assert not db.exists()
