@@ -78,7 +78,7 @@ ONNX_OPSET = 17
 #: (its Conv kernel set-up), a ReLU is as cheap as an op gets in both runtimes.
 OVERHEAD_NAME = "overhead-relu1"
 #: Bump a context's entry when its models (`context_models.py`, `cold_models.py`) change: new cache sub-folder.
-CONTEXT_FORMATS = {NCHWC: 1, COLD: 1}
+CONTEXT_FORMATS = {NCHWC: 1, COLD: 2}  # cold 2: the 24 MiB copy target
 
 #: Environment of quiet converters: set before TensorFlow/LiteRT C++ code loads.
 QUIET_ENV = {

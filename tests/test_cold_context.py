@@ -23,9 +23,9 @@ from profiler.measure import BatchMeasurement, ContextPlan, context_plan
 from profiler.runtimes import slice_runtime
 from lutbuild_helpers import invoke
 
-#: 1x1 conv 512 -> 1024 (2 MiB of weights): 4 branched copies.
+#: 1x1 conv 512 -> 1024 (2 MiB of weights): 12 branched copies.
 WIDE = LayerConfig.from_key("conv:4x4:512->1024:k1s1g1:hswish:r0:float32")
-#: squeeze-excite on 960 channels (1.8 MiB): chained, each copy its own global pool.
+#: squeeze-excite on 960 channels (1.8 MiB): 14 chained copies, each with its own global pool.
 SE = LayerConfig.from_key("se:4x4:960->960:k1s1g1:none:r240:float32")
 SMALL = LayerConfig.from_key("dwconv:16x16:40->40:k3s2g40:relu:r0:float32")
 
@@ -42,22 +42,22 @@ def test_the_cold_slice_is_tflite_float32_and_named_in_its_options():
 def test_copies_hold_the_target_bytes_within_bounds():
     assert copies_for(MIN_WEIGHT_BYTES - 1) == 1 and copies_for(0) == 1
     assert copies_for(MIN_WEIGHT_BYTES) == min(MAX_COPIES, COLD_TARGET_BYTES // MIN_WEIGHT_BYTES)
-    assert copies_for(2**20) == 8 and copies_for(3 * 2**20) == 3 and copies_for(64 * 2**20) == 1
-    assert copies(WIDE) == 4 and copies(SE) == 5 and copies(SMALL) == 1
+    assert copies_for(2**20) == 24 and copies_for(5 * 2**20) == 5 and copies_for(64 * 2**20) == 1
+    assert copies(WIDE) == 12 and copies(SE) == 14 and copies(SMALL) == 1
     assert copies(GenericKey("Relu", ((1, 8, 4, 4),), (False,), (1, 8, 4, 4))) == 1
 
 
 def test_shape_keeping_layers_are_chained_others_branched_with_distinct_weights():
     module, inputs, _, _ = layer_module(WIDE)
     cold, n = cold_module(WIDE, module, inputs)
-    assert isinstance(cold, Branches) and n == 4
+    assert isinstance(cold, Branches) and n == 12
     with torch.no_grad():
         outs = cold(*inputs)
-        assert len(outs) == 4 and torch.equal(outs[0], layer_module(WIDE)[0](*inputs))
+        assert len(outs) == 12 and torch.equal(outs[0], layer_module(WIDE)[0](*inputs))
         assert not torch.allclose(outs[0], outs[1])  # a distinct copy, not the same weights
     module, inputs, _, _ = layer_module(SE)
     cold, n = cold_module(SE, module, inputs)
-    assert isinstance(cold, Chain) and n == len(cold) == 5
+    assert isinstance(cold, Chain) and n == len(cold) == 14
     module, inputs, _, _ = layer_module(SMALL)
     assert cold_module(SMALL, module, inputs) == (module, 1)
 
@@ -69,9 +69,9 @@ def test_exported_cold_files_hold_n_copies(tmp_path):
         return Counter(op["op_name"] for op in interpreter._get_ops_details()), len(interpreter.get_output_details())
 
     counts, outputs = ops(export_cold_layer(WIDE, "tflite", tmp_path / "wide.tflite"))
-    assert counts["CONV_2D"] == 4 and outputs == 4
+    assert counts["CONV_2D"] == 12 and outputs == 12
     counts, outputs = ops(export_cold_layer(SE, "tflite", tmp_path / "se.tflite"))
-    assert counts["MEAN"] == 5 and counts["CONV_2D"] == 10 and outputs == 1  # 5 pools: not shared
+    assert counts["MEAN"] == 14 and counts["CONV_2D"] == 28 and outputs == 1  # 14 pools: not shared
 
 
 def timing(name: str, ms: float) -> ModelTiming:
@@ -84,13 +84,14 @@ def test_a_cold_row_is_the_file_less_the_overhead_per_copy():
     result = BatchResult([timing(n, v) for n, v in (("ov", ov), ("ref", 0.05), ("wide", 0.406), ("small", 0.03))],
                          DeviceState(), DeviceState())
     plan = context_plan(None, [WIDE, SMALL], "cold")
-    assert plan == ContextPlan((), ((), ()), copies=(4, 1))
+    assert plan == ContextPlan((), ((), ()), copies=(12, 1))
     m = BatchMeasurement(result, 0.05, ov, 0.0, 1, plan)
     wide, small = m.layer_timings
-    assert wide.median_ms == pytest.approx((0.406 - ov) / 4) and wide.p10_ms == pytest.approx((0.9 * 0.406 - ov) / 4)
-    assert wide.std_ms == pytest.approx(0.001) and small.median_ms == pytest.approx(0.03 - ov)
+    assert wide.median_ms == pytest.approx((0.406 - ov) / 12)
+    assert wide.p10_ms == pytest.approx((0.9 * 0.406 - ov) / 12)
+    assert wide.std_ms == pytest.approx(0.004 / 12) and small.median_ms == pytest.approx(0.03 - ov)
     assert m.row_overhead_ms == 0.0
-    assert m.context_detail(0) == {"context": {"copies": 4, "file_median_ms": 0.406}}
+    assert m.context_detail(0) == {"context": {"copies": 12, "file_median_ms": 0.406}}
 
 
 class Wide(nn.Module):
@@ -122,7 +123,7 @@ def test_predict_measures_a_cold_slice_beside_the_hot_one(tmp_path):
     handle = open_lut(db, create=False)
     rows = {key: json.loads(state) for key, state in handle.execute(
         "SELECT layer_key, state_after FROM measurements WHERE runtime_options = ?", [report["runtime_options"]])}
-    assert rows[WIDE.key]["profiler"]["context"]["copies"] == 4
+    assert rows[WIDE.key]["profiler"]["context"]["copies"] == 12
     stem = next(k for k in rows if k.startswith("conv:4x4:3->512"))
     assert "context" not in rows[stem]["profiler"] or rows[stem]["profiler"]["context"]["copies"] == 1
     assert all(line["ms"] > 0 for line in report["layers"])
