@@ -62,7 +62,7 @@ from lut_db.op_kinds import IMAGE, OP_KINDS
 from search.spaces import SubnetConfig, space_from_spec
 from search.spaces.ops import build_layer
 
-from .cold_models import cold_module
+from .cold_models import Branches, cold_module
 from .context_models import Tensor, boundary_tensors, graph_inputs, pair_module, two_inputs_module, wrap_layer
 from .quantize import check_dtype, converter_versions, quantize_model
 from .runtimes import ALONE, COLD, EXTENSIONS, NCHWC, RUNTIMES, check_runtime
@@ -251,8 +251,8 @@ def export_cold_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:
     """Export one LUT key as its weights-cold model, N copies (`cold_models.cold_module`)."""
     module, inputs, image_args, image_out = layer_module(cfg)
     cold, n = cold_module(cfg, module, inputs)
-    branched = n > 1 and not isinstance(cold, nn.Sequential)
-    return export_module(cold, inputs, runtime, path, image_args, image_out, outputs=n if branched else 1)
+    return export_module(cold, inputs, runtime, path, image_args, image_out,
+                         outputs=n if isinstance(cold, Branches) else 1)  # a chain returns its last copy's output
 
 
 def export_input_layer(cfg: LayerConfig, runtime: str, path: Path) -> Path:

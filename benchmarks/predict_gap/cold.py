@@ -25,73 +25,34 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from device_agents.runner import TfliteModel  # noqa: E402
 from lut_db.layer_key import LayerConfig  # noqa: E402
-from profiler.export import layer_module, quiet_converters  # noqa: E402
+from profiler.cold_models import Branches, distinct, weight_bytes  # noqa: E402
+from profiler.export import export_module, layer_module  # noqa: E402
 
 MIN_BYTES, MAX_BYTES, TARGET_BYTES, MAX_N = 64 * 2**10, 4 * 2**20, 8 * 2**20, 16
 
 
-class Branches(nn.Module):
-    def __init__(self, branches: list[nn.Module]):
-        super().__init__()
-        self.branches = nn.ModuleList(branches)
-
-    def forward(self, *xs):
-        return tuple(b(*xs) for b in self.branches)
-
-
-def key_config(key: str) -> LayerConfig:
-    """`op:HxW:cin->cout:kKsSgG:act:rR:dtype` -> LayerConfig (the LUT key's own spelling)."""
-    op, hw, ch, ksg, act, r, dtype = key.split(":")
-    h, w = (int(v) for v in hw.split("x"))
-    cin, cout = (int(v) for v in ch.split("->"))
-    k, rest = ksg[1:].split("s")
-    s, g = rest.split("g")
-    return LayerConfig(op, h, w, cin, cout, kernel=int(k), stride=int(s), groups=int(g), act=act,
-                       hidden=int(r[1:]), dtype=dtype)
-
-
-def weight_bytes(module: nn.Module) -> int:
-    return 4 * (sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers()))
-
-
 def export(gap: Path) -> None:
-    # why: the TFLite converter, only for this step (as profiler.export does)
-    import litert_torch
-
-    quiet_converters()
     layout = json.loads((gap / "layers.json").read_text())
     keys = dict.fromkeys(lay["key"] for st in layout["stages"] for lay in st["layers"])
     cold = {}
     for key in keys:
         if key.startswith("se:"):
             continue  # N SE branches on one input share ONE global pool after conversion: not N copies
-        module, inputs, image_args, image_out = layer_module(key_config(key))
+        cfg = LayerConfig.from_key(key)
+        module, inputs, image_args, image_out = layer_module(cfg)
         size = weight_bytes(module)
         if not MIN_BYTES <= size < MAX_BYTES:
             continue
         n = min(MAX_N, math.ceil(TARGET_BYTES / size))
-        branches = []
-        for i in range(n):
-            copy, _, _, _ = layer_module(key_config(key))
-            gen = torch.Generator().manual_seed(i + 1)
-            with torch.no_grad():
-                for p in copy.parameters():
-                    p.add_(0.01 * torch.randn(p.shape, generator=gen))  # distinct weights, same scale
-            branches.append(copy)
-        model = Branches(branches).eval()
-        sample = tuple(x.permute(0, 2, 3, 1).contiguous() if i in image_args else x for i, x in enumerate(inputs))
-        wrapped = litert_torch.to_channel_last_io(model, args=image_args, outputs=list(range(n)) if image_out else [])
+        model = Branches([distinct(layer_module(cfg)[0], i + 1) for i in range(n)]).eval()
         path = gap / f"cold-{len(cold)}.tflite"
-        with torch.no_grad():
-            litert_torch.convert(wrapped, sample).export(str(path))
+        export_module(model, inputs, "tflite", path, image_args, image_out, outputs=n)
         cold[key] = {"file": str(path), "n": n, "weight_bytes": size}
         print(f"{key}: {size / 2**20:.2f} MiB, N={n}")
     (gap / "cold.json").write_text(json.dumps(cold, indent=1) + "\n")

@@ -30,11 +30,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from device_agents.runner import TfliteModel  # noqa: E402
-from lut_db.layer_key import GenericKey  # noqa: E402
 from profiler.cold_models import copies  # noqa: E402
-from profiler.export import OVERHEAD_NAME, exporter_id  # noqa: E402
+from profiler.export import ModelCache  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
+from profiler.runtimes import COLD  # noqa: E402
 
 CO_RUNNERS = {
     "idle": None,
@@ -65,14 +65,16 @@ def main(argv=None) -> None:
     p.add_argument("--invokes", type=int, default=30)
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {1})
-    root = Path(args.cache).expanduser() / exporter_id("tflite")
     keys = [m.key for m in map_graph(load_model(args.onnx)).layers]
-    hot = [root / "layers" / f"{k.digest}.tflite" for k in keys]
-    cold = [root / "context-cold-v1" / "layers" / f"{k.digest}.tflite" for k in keys]
-    n = [1 if isinstance(k, GenericKey) else copies(k) for k in keys]
+    with ModelCache(args.cache, "tflite", jobs=1) as cache, ModelCache(args.cache, "tflite", jobs=1,
+                                                                       context=COLD) as cold_cache:
+        hot = [cache.layer_path(k) for k in keys]
+        cold = [cold_cache.layer_path(k) for k in keys]
+        overhead = cache.overhead()
+    n = [copies(k) for k in keys]
     cold = [c if c.exists() and m > 1 else h for c, h, m in zip(cold, hot, n)]
     rng = np.random.default_rng(0)
-    files = {"whole": Path(args.tflite), "overhead": root / f"{OVERHEAD_NAME}.tflite",
+    files = {"whole": Path(args.tflite), "overhead": overhead,
              **{str(f): f for f in dict.fromkeys(hot + cold)}}
     models = {name: TfliteModel(str(f), 1, "xnnpack", rng) for name, f in files.items()}
     runs: dict[str, dict[str, dict[str, list[float]]]] = {c: {} for c in CO_RUNNERS}
