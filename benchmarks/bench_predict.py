@@ -60,7 +60,7 @@ from profiler.export import ModelCache, export_module, randomize_batchnorm  # no
 from profiler.generic_ops import export_generic  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
-from profiler.predict_model import PredictOptions, predict_model  # noqa: E402
+from profiler.predict_model import AUTO, PredictOptions, choose_context, predict_model  # noqa: E402
 from profiler.runtimes import ALONE, COLD, benchmark_settings  # noqa: E402
 from profiler.same_batch import Group, SameBatch, layers_now_ms, plan_batch  # noqa: E402
 
@@ -270,7 +270,8 @@ def bench_model(name: str, runtime: str, px: int, contexts: list[str], args) -> 
             "fast_state_error_pct": 100 * (fast[c].total_ms / measured["p10_ms"] - 1),
             "generic_share": report.generic_share, "layers": len(report.layers) - 1, "counts": report.counts(),
             "keys_measured_now": filled[c][0], "fill_s": filled[c][1], "warm_predict_s": warm_s,
-            "weights_mib": getattr(report, "weights_mib", None), "top_keys_p10": top_lines(fast[c]),
+            "weights_mib": report.weights_mib, "top_keys_p10": top_lines(fast[c]),
+            "default_context": choose_context(AUTO, runtime, round(report.weights_mib * 2**20))[0] == c,
             **({"row_drift_p10": row_drift(fast[c], measured["terms_now_p10_ms"])}
                if c == ALONE and "terms_now_p10_ms" in measured else {}),
             "measured": measured})
@@ -320,10 +321,12 @@ def main(argv=None) -> None:
         same_p10 = "-" if f"{prefix}_p10_pct" not in m else f"{m[f'{prefix}_p10_pct']:+.1f}%"
         busy = [b for b in m["others_busy"] if b is not None]
         load = f"{100 * max(busy):.0f}%" if busy else "-"
-        print(f"{r['model']:24} {r['runtime']:7} {r['context']:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
+        context = r["context"] + ("*" if r["default_context"] else "")
+        print(f"{r['model']:24} {r['runtime']:7} {context:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
               f"{r['measured_ms']:>8.3f} {r['error_pct']:>+6.1f}% {r['predicted_p10_ms']:>8.3f} "
               f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {100 * r['generic_share']:>6.1f}% "
               f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {load:>9}")
+    print("* the context `lutbuild predict` reads by default (--context auto)")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"

@@ -46,7 +46,7 @@ from .plan import PLANS
 from .block_plan import GRANULARITIES
 from .plots import plot_verify
 from .model_graph import parse_input_shape
-from .predict_model import PredictOptions, predict_model
+from .predict_model import AUTO, AUTO_COLD_BYTES, PredictOptions, predict_model
 from .plot_ops import plot_op_profile
 from .profile_model import ProfileOptions, check_request, format_profile, profile_model
 from .runtimes import ALONE, COLD, CONTEXTS, DEFAULT_CACHE_DIR, DTYPES, ORT_OPT_LEVELS, RUNTIMES, TFLITE_DELEGATES
@@ -282,9 +282,9 @@ def merge(sources, into, on_conflict) -> None:
               help="the row statistic summed: p10 = the device's fast state (docs/predict.md)")
 @click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
               help="--measure-missing: measure each key this many times, keep its lowest-p10 row (as build)")
-@click.option("--context", type=click.Choice([ALONE, COLD]), default=ALONE, show_default=True,
-              help="the slice's layer context: cold = weights-cold rows (TFLite; models whose weights exceed the "
-                   "L2 cache, docs/predict.md)")
+@click.option("--context", type=click.Choice([AUTO, ALONE, COLD]), default=AUTO, show_default=True,
+              help="the slice's layer context: cold = weights-cold rows (TFLite); auto = cold for a TFLite model "
+                   f"with >= {AUTO_COLD_BYTES / 2**20:g} MiB of weights, else alone (docs/predict.md)")
 @_phone_options
 def predict(model, db, device, runtime, input_shape, measure_missing, threads, delegate, jobs, cache_dir, json_path,
             quiet, statistic, passes, context, binary, runner, transport, key_path, auth_timeout_s) -> None:

@@ -27,8 +27,9 @@ MIN_WEIGHT_BYTES of weights is timed alone (N = 1): its weights are a small part
 traffic, and many copies' activations would no longer be hot. Generic keys and layers without
 weights (add, pooling, upsample) are timed alone too. The chosen N is stored with each row.
 
-The slice is `;context=cold`; `lutbuild predict --context cold` reads it (for models whose
-weights exceed the device's L2; the search spaces' small networks add up with hot rows).
+The slice is `;context=cold`; `lutbuild predict` reads it for a TFLite model whose weights
+exceed twice a core's L2 (`--context auto`, the default: `predict_model.AUTO_COLD_BYTES`) or
+when asked (`--context cold`); the search spaces' small networks add up with hot rows.
 TFLite float32 only: ONNX Runtime's Python API copies every model output per run, which a
 branched model's row would carry (its fidelity tool is `--context nchwc`).
 """

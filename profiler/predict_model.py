@@ -12,11 +12,15 @@ first as one-operator models (`generic_ops.py`) into the engine's model cache; t
 model is predicted. Without it, a key of our kinds is estimated from its measured family
 when it can be (source ``interpolated``); anything else is missing, and the run stops with
 one line naming the first missing operators. Times in ms.
+
+The slice's layer context defaults to ``auto`` (`choose_context`): a TFLite model whose weights
+exceed what a core's cache keeps between two runs of one layer is read from the weights-cold
+slice (`cold_models.py`), any other from the hot one.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lut_db.connect import lut_errors
@@ -37,10 +41,19 @@ from .generic_ops import export_generic, generic_module
 from .graph_keys import GraphMapping, map_graph
 from .model_graph import load_model
 from .plan import Plan
-from .runtimes import ALONE, DEFAULT_CACHE_DIR, NCHWC, slice_runtime
+from .runtimes import ALONE, COLD, DEFAULT_CACHE_DIR, NCHWC, slice_runtime
 
 #: Missing operators named in the one-line error (the rest are counted).
 SHOW_MISSING = 5
+#: `--context auto`: the slice is chosen from the model's weights (`choose_context`).
+AUTO = "auto"
+#: `auto` reads the weights-cold slice for a TFLite model with at least this many bytes of
+#: weights. Why 4 MiB: twice the L2 of this host's cores (2 MiB) and of a phone's big core
+#: (1-2 MiB). On this host a layer's time grew with the weights read since its last run, 1.00x
+#: at 0.6 MiB, 1.09x at 2.3, 1.17x at 4.6, 1.24x at 18.4 MiB (`benchmarks/predict_gap/weights.py`,
+#: docs/predict.md): from about 3 MiB on, the cold rows (a 24 MiB copy target) are the nearer
+#: of the two. A model's activations are not counted: they are read hot, layer after layer.
+AUTO_COLD_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class PredictOptions:
     repeats: int = 3
     passes: int = 1  # --measure-missing: measurement passes, each key keeps its lowest-p10 row (passes.py)
     statistic: str = "median"  # the row statistic summed ("p10": the host's fast state, docs/lut.md)
-    context: str = ALONE  # the slice's layer context ("cold": weights-cold rows, cold_models.py)
+    context: str = AUTO  # the slice's layer context: alone, cold (weights-cold rows, cold_models.py) or auto
     cache_dir: Path = DEFAULT_CACHE_DIR
     progress: bool = True
     agent_kwargs: dict = field(default_factory=dict)  # phone options for `agents.open_agent`
@@ -87,6 +100,7 @@ class PredictReport:
     measured_now: int = 0  # keys this run measured (--measure-missing)
     wall_s: float = 0.0
     weights_mib: float = 0.0  # the model's stored constants (`ModelGraph.weight_bytes`), MiB
+    context_note: str = ""  # which layer context was read and, for `auto`, why
 
     @property
     def generic_ms(self) -> float:
@@ -116,8 +130,8 @@ class PredictReport:
             "",
             f"{self.model}: {self.total_ms:.3f} ms predicted on {self.device_id} ({self.runtime}, "
             f"{self.runtime_options}); {counts}; generic keys {100 * self.generic_share:.1f}% of the latency; "
-            f"{self.free_ops} free operator(s); weights {self.weights_mib:.1f} MiB; measured now {self.measured_now}; "
-            f"{self.wall_s:.2f} s",
+            f"{self.free_ops} free operator(s); weights {self.weights_mib:.1f} MiB; {self.context_note}; "
+            f"measured now {self.measured_now}; {self.wall_s:.2f} s",
         ])
 
 
@@ -137,13 +151,27 @@ def model_space_name(model: str) -> str:
     return f"model:{name}"
 
 
+def choose_context(context: str, runtime: str, weight_bytes: int) -> tuple[str, str]:
+    """The layer context a prediction reads and the report's note on it: `context` itself,
+    or for `AUTO` cold (TFLite, at least `AUTO_COLD_BYTES` of weights) or alone."""
+    if context != AUTO:
+        return context, f"context {context}"
+    mib, limit = weight_bytes / 2**20, AUTO_COLD_BYTES / 2**20
+    if runtime != "tflite":
+        return ALONE, f"context {ALONE} (auto: {runtime} has no weights-cold slice)"
+    if weight_bytes >= AUTO_COLD_BYTES:
+        return COLD, f"context {COLD} (auto: {mib:.1f} MiB of weights >= {limit:g} MiB)"
+    return ALONE, f"context {ALONE} (auto: {mib:.1f} MiB of weights < {limit:g} MiB)"
+
+
 def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> PredictReport:
     """Predict `model` on one LUT slice (module docstring); user errors before any work."""
     start = time.monotonic()
     if options.context == NCHWC:  # its wrapped models and boundary calibration exist for our op kinds only
         raise ProfilerError("--context nchwc: not for predict (in-context rows are built for the search spaces' "
-                            "layer kinds, not for generic operators); use --context alone or cold")
-    rt = slice_runtime(options.runtime, options.threads, delegate=options.delegate, context=options.context)
+                            "layer kinds, not for generic operators); use --context auto, alone or cold")
+    if options.context != AUTO:  # an explicit context is checked before the model is read
+        slice_runtime(options.runtime, options.threads, delegate=options.delegate, context=options.context)
     db_path = Path(db_path)
     if not options.measure_missing and not db_path.exists():
         raise ProfilerError(f"--db {db_path}: no such LUT file (give --measure-missing to create and fill it)")
@@ -151,6 +179,9 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
     mapping = map_graph(graph)
     if not mapping.layers:
         raise ProfilerError(f"{model}: no operator to predict (the graph is empty after folding)")
+    context, context_note = choose_context(options.context, options.runtime, graph.weight_bytes)
+    options = replace(options, context=context)
+    rt = slice_runtime(options.runtime, options.threads, delegate=options.delegate, context=context)
     agent = None
     try:
         device_id = _lut_device(db_path, options.device)
@@ -158,7 +189,7 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
             agent = open_agent(options.device, options.runtime, **options.agent_kwargs)
             device_id = agent.info().device_id
         table = _load(db_path, device_id, rt.name, rt.options, options.statistic,
-                      must_exist=not options.measure_missing)
+                      must_exist=not options.measure_missing, note=context_note)
         measured_now = 0
         todo = _without_row(table, mapping)
         if todo and options.measure_missing:
@@ -166,20 +197,23 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
                 if isinstance(key, GenericKey):
                     generic_module(key)
             measured_now = _measure(model, db_path, mapping, todo, agent, options)
-            table = _load(db_path, device_id, rt.name, rt.options, options.statistic, must_exist=True)
+            table = _load(db_path, device_id, rt.name, rt.options, options.statistic, must_exist=True,
+                          note=context_note)
     finally:
         if agent is not None:
             agent.close()
-    report = breakdown(model, table, mapping)
+    report = breakdown(model, table, mapping, context_note)
+    report.context_note = context_note
     report.measured_now = measured_now
     report.weights_mib = graph.weight_bytes / 2**20
     report.wall_s = time.monotonic() - start
     return report
 
 
-def breakdown(model: str, table: LatencyTable, mapping: GraphMapping) -> PredictReport:
+def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str = "") -> PredictReport:
     """Per-layer latencies of `mapping` from `table`, the overhead as its own line; raises a
-    `ProfilerError` naming the first missing operators when some key has no value."""
+    `ProfilerError` naming the first missing operators (and `note`, the context read) when some
+    key has no value."""
     values, missing = [], []
     for layer in mapping.layers:
         try:
@@ -192,8 +226,8 @@ def breakdown(model: str, table: LatencyTable, mapping: GraphMapping) -> Predict
         names = "; ".join(f"{m.name} ({'+'.join(m.ops)}: {m.key.key})" for m in missing[:SHOW_MISSING])
         more = f" and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
         raise ProfilerError(f"{len(missing)} of {len(mapping.layers)} operators of {model} have no latency in "
-                            f"{table.origin} for {table.device_id} {table.runtime} {table.runtime_options}: "
-                            f"{names}{more}; give --measure-missing to measure them")
+                            f"{table.origin} for {table.device_id} {table.runtime} {table.runtime_options}"
+                            f"{f' ({note})' if note else ''}: {names}{more}; give --measure-missing to measure them")
     total = table.predict([layer.key for layer in mapping.layers])
     rows = [LayerLatency(layer.name, "+".join(layer.ops), layer.key.key, ms, ms / total if total else 0.0,
                          "generic" if layer.generic else table.source(layer.key))
@@ -210,14 +244,17 @@ def _lut_device(db_path: Path, device: str) -> str | None:
     return device if any(s.device_id == device for s in LatencyTable.slices(db_path)) else None
 
 
-def _load(db_path: Path, device_id: str, runtime: str, options: str, statistic: str, must_exist: bool) -> LatencyTable:
+def _load(db_path: Path, device_id: str, runtime: str, options: str, statistic: str, must_exist: bool,
+          note: str) -> LatencyTable:
+    """The slice's table (empty when it may not exist yet); a missing slice's error says which
+    context was read and why (`note`: an `auto` choice surprises a user who built the other)."""
     if not must_exist and not db_path.exists():
         return LatencyTable({}, device_id=device_id, runtime=runtime, runtime_options=options, origin=str(db_path))
     try:
         return LatencyTable.load(db_path, device_id, runtime, options, interpolate=True, statistic=statistic)
-    except UnknownSlice:
+    except UnknownSlice as error:
         if must_exist:
-            raise
+            raise ProfilerError(f"{error}; {note}") from None
         return LatencyTable({}, device_id=device_id, runtime=runtime, runtime_options=options, origin=str(db_path))
 
 

@@ -15,6 +15,8 @@ from torch import nn
 from device_agents.contract import BatchResult, DeviceState, ModelTiming
 from lut_db.layer_key import GenericKey, LayerConfig
 from lut_db.schema import open_lut
+from lut_db.writer import LutWriter, MeasurementRow
+from profiler import predict_model
 from profiler.cold_models import (COLD_TARGET_BYTES, MAX_COPIES, MIN_WEIGHT_BYTES, Branches, Chain, cold_module,
                                   copies, copies_for)
 from profiler.errors import ProfilerError
@@ -112,12 +114,15 @@ def wide_net() -> nn.Module:
 
 
 @pytest.mark.slow
-def test_predict_measures_a_cold_slice_beside_the_hot_one(tmp_path):
+def test_predict_measures_a_cold_slice_beside_the_hot_one(tmp_path, monkeypatch):
     db, out = tmp_path / "lut.sqlite", tmp_path / "p.json"
     common = ["--input-shape", "1,3,4,4", "--db", db, "--device", "local", "--runtime", "tflite", "--quiet",
               "--cache-dir", tmp_path / "cache", "--json", out]
-    result = invoke("predict", "tests.test_cold_context:wide_net", *common, "--measure-missing", "--context", "cold")
+    # the default context (auto) chooses the cold slice for a model with at least AUTO_COLD_BYTES of weights
+    monkeypatch.setattr(predict_model, "AUTO_COLD_BYTES", 2**20)
+    result = invoke("predict", "tests.test_cold_context:wide_net", *common, "--measure-missing")
     assert result.exit_code == 0, result.output
+    assert "context cold (auto: 2.1 MiB of weights >= 1 MiB)" in result.output
     report = json.loads(out.read_text())
     assert report["runtime_options"] == "threads=1;delegate=xnnpack;context=cold" and report["measured_now"] == 2
     handle = open_lut(db, create=False)
@@ -141,7 +146,7 @@ def test_predict_measures_a_cold_slice_beside_the_hot_one(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--runtime", "onnx", "--context", "cold"], "--context cold: only with --runtime tflite"),
-    (["--runtime", "onnx", "--context", "nchwc"], "'nchwc' is not one of 'alone', 'cold'"),
+    (["--runtime", "onnx", "--context", "nchwc"], "'nchwc' is not one of 'auto', 'alone', 'cold'"),
 ])
 def test_predict_refuses_a_context_it_cannot_fill_in_one_line(args, needle, tmp_path):
     db = tmp_path / "lut.sqlite"
@@ -150,3 +155,34 @@ def test_predict_refuses_a_context_it_cannot_fill_in_one_line(args, needle, tmp_
     assert result.exit_code == 1, result.output
     assert needle in result.output and len(result.output.strip().splitlines()) == 1
     assert not db.exists()
+
+
+def test_auto_context_follows_the_weights_and_the_runtime():
+    mib = 2**20
+    assert predict_model.choose_context("auto", "tflite", 21 * mib) == (
+        "cold", "context cold (auto: 21.0 MiB of weights >= 4 MiB)")
+    assert predict_model.choose_context("auto", "tflite", 3 * mib)[0] == "alone"
+    assert predict_model.choose_context("auto", "onnx", 21 * mib) == (
+        "alone", "context alone (auto: onnx has no weights-cold slice)")
+    assert predict_model.choose_context("alone", "tflite", 21 * mib) == ("alone", "context alone")
+
+
+def test_auto_reads_the_slice_it_chose_and_says_why(tmp_path, monkeypatch):
+    """A LUT with the hot slice only: auto reads it for a small model; above the threshold it
+    asks for the cold slice, and the one-line error says the choice was auto's."""
+    db = tmp_path / "hot.sqlite"
+    handle = open_lut(db)
+    stem = LayerConfig.from_key("conv:4x4:3->512:k3s1g1:hswish:r0:float32")
+    LutWriter(handle).write([MeasurementRow(key, "dev-x", slice_runtime("tflite"), 5, ms, ms, ms, ms, 0.0)
+                             for key, ms in ((stem, 0.25), (WIDE, 0.5))])
+    handle.close()
+    args = ["predict", "tests.test_cold_context:wide_net", "--input-shape", "1,3,4,4", "--db", db,
+            "--device", "dev-x", "--runtime", "tflite"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "context alone (auto: 2.1 MiB of weights < 4 MiB)" in result.output
+    assert "0.750 ms predicted" in result.output  # both hot rows, no overhead calibration in this LUT
+    monkeypatch.setattr(predict_model, "AUTO_COLD_BYTES", 2**20)
+    result = invoke(*args)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "context=cold" in result.output and "(auto: 2.1 MiB of weights >= 1 MiB)" in result.output

@@ -28,6 +28,7 @@ from profiler.export import export_module  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import PredictOptions, predict_model  # noqa: E402
+from profiler.runtimes import ALONE  # noqa: E402
 
 
 def stages(model) -> list[nn.Module]:
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
         path = export_module(part, (x,), "tflite", out / f"stage-{i}.tflite", image_out=image_out)
         mapping = map_graph(load_model(str(path)))
         rep = predict_model(str(path), work / "lut.sqlite", PredictOptions(device="local", cache_dir=cache,
-                                                                               progress=False))
+                                                                               progress=False, context=ALONE))
         files = [str(layer_dir / f"{m.key.digest}.tflite") for m in mapping.layers]
         layout["stages"].append({"stage": i, "file": str(path), "lut_ms": rep.total_ms - rep.layers[-1].ms,
                                  "layers": [{"key": r.key, "ms": r.ms, "file": f}
