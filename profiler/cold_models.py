@@ -29,7 +29,8 @@ weights (add, pooling, upsample) are timed alone too. The chosen N is stored wit
 
 The slice is `;context=cold`; `lutbuild predict` reads it for a TFLite model whose weights
 exceed twice a core's L2 (`--context auto`, the default: `predict_model.AUTO_COLD_BYTES`) or
-when asked (`--context cold`); the search spaces' small networks add up with hot rows.
+when asked (`--context cold`); the tiny search spaces' networks (0.2 MiB) add up with hot
+rows (mbv3-large's and fastdepth's hold 15-22 MiB at full width: docs/predict.md).
 TFLite float32 only: ONNX Runtime's Python API copies every model output per run, which a
 branched model's row would carry (its fidelity tool is `--context nchwc`).
 """

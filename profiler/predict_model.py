@@ -203,7 +203,6 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
         if agent is not None:
             agent.close()
     report = breakdown(model, table, mapping, context_note)
-    report.context_note = context_note
     report.measured_now = measured_now
     report.weights_mib = graph.weight_bytes / 2**20
     report.wall_s = time.monotonic() - start
@@ -211,9 +210,9 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
 
 
 def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str = "") -> PredictReport:
-    """Per-layer latencies of `mapping` from `table`, the overhead as its own line; raises a
-    `ProfilerError` naming the first missing operators (and `note`, the context read) when some
-    key has no value."""
+    """Per-layer latencies of `mapping` from `table`, the overhead as its own line, `note` (the
+    context read) as the report's; raises a `ProfilerError` naming the first missing operators
+    (and `note`) when some key has no value."""
     values, missing = [], []
     for layer in mapping.layers:
         try:
@@ -234,7 +233,8 @@ def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str 
             for layer, ms in zip(mapping.layers, values)]
     rows.append(LayerLatency("(per-invoke overhead)", "", "overhead", table.overhead_ms,
                              table.overhead_ms / total if total else 0.0, "overhead"))
-    return PredictReport(model, table.device_id, table.runtime, table.runtime_options, total, rows, mapping.free_ops)
+    return PredictReport(model, table.device_id, table.runtime, table.runtime_options, total, rows, mapping.free_ops,
+                         context_note=note)
 
 
 def _lut_device(db_path: Path, device: str) -> str | None:
