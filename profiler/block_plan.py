@@ -32,7 +32,7 @@ from lut_db.layer_key import BLOCK, BlockConfig, LayerConfig, RuntimeSpec, is_bl
 from lut_db.writer import LutWriter, MeasurementRow
 
 from .errors import ProfilerError
-from .lut_rows import interpolate_slice
+from .lut_rows import interpolate_slice, write_interpolated
 from .plan import PLANS, SPARSE_MAX_POINTS, Plan, grid_values, sparse_grid
 
 GRANULARITIES = ("layer", "block")
@@ -98,8 +98,9 @@ def interpolate_block_slice(db: Database, writer: LutWriter, plan: Plan, device_
             measured[BlockConfig.from_key(key)] = ms
     wanted = [c for c in plan.interpolate if isinstance(c, BlockConfig) and c not in measured]
     estimates = interpolate_blocks(measured, wanted)
-    writer.write([_interpolated_row(cfg, ms, device_id, rt, plan.name)
-                  for cfg, ms in sorted(estimates.items(), key=lambda item: item[0].key)])
+    write_interpolated(db, writer, [_interpolated_row(cfg, ms, device_id, rt, plan.name)
+                                    for cfg, ms in sorted(estimates.items(), key=lambda item: item[0].key)],
+                       device_id, rt)
     return written + len(estimates), missing + len(wanted) - len(estimates)
 
 

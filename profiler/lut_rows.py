@@ -141,5 +141,16 @@ def interpolate_slice(db: Database, writer: LutWriter, plan: Plan, device_id: st
         rows.append(MeasurementRow(layer=cfg, device_id=device_id, runtime=rt, n=0, median_ms=ms, mean_ms=mean,
                                    p10_ms=min(p10, ms), p90_ms=max(p90, ms), std_ms=std,
                                    source="interpolated", plan=plan.name))
-    writer.write(rows)
+    write_interpolated(db, writer, rows, device_id, rt)
     return len(rows), len(wanted) - len(rows)
+
+
+def write_interpolated(db: Database, writer: LutWriter, rows: list[MeasurementRow], device_id: str,
+                       rt: RuntimeSpec) -> None:
+    """Write the interpolated `rows` whose stored row differs: a build that measured nothing new
+    leaves the slice as it was, `measured_at` included (it re-estimates every run)."""
+    sql = ("SELECT layer_key, median_ms, mean_ms, p10_ms, p90_ms, std_ms, plan FROM measurements WHERE "
+           "device_id = ? AND runtime = ? AND runtime_options = ? AND source = 'interpolated'")
+    stored = {key: tuple(rest) for key, *rest in db.execute(sql, [device_id, rt.name, rt.options]).fetchall()}
+    writer.write([row for row in rows if stored.get(row.layer.key) != (
+        row.median_ms, row.mean_ms, row.p10_ms, row.p90_ms, row.std_ms, row.plan)])
