@@ -53,15 +53,19 @@ import torch  # noqa: E402
 
 from benchmarks.bench_lut import machine, versions  # noqa: E402
 from device_agents.device_state import others_busy  # noqa: E402
+from profiler import calibrate  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
-from lut_db.layer_key import GenericKey  # noqa: E402
+from profiler.build_types import BuildOptions  # noqa: E402
+from profiler.measure import measure_batch  # noqa: E402
+from lut_db.layer_key import GenericKey, LayerConfig  # noqa: E402
+from lut_db.schema import open_lut_for_reading  # noqa: E402
 from profiler.cold_models import copies as copies_of  # noqa: E402
 from profiler.export import ModelCache, export_module, randomize_batchnorm  # noqa: E402
 from profiler.generic_ops import export_generic  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import AUTO, PredictOptions, choose_context, predict_model  # noqa: E402
-from profiler.runtimes import ALONE, COLD, benchmark_settings  # noqa: E402
+from profiler.runtimes import ALONE, COLD, benchmark_settings, slice_runtime  # noqa: E402
 from profiler.same_batch import Group, SameBatch, layers_now_ms, plan_batch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,8 +87,21 @@ def native_activations() -> None:
     add_override_act_fn("hard_sigmoid", torch.nn.functional.hardsigmoid)
 
 
+def lut_reference(db_path: Path, device_id: str, runtime: str) -> calibrate.Reference | None:
+    """The hot slice's drift reference (its layer and its fast-state anchor, ms), None before a build."""
+    db = open_lut_for_reading(db_path)
+    try:
+        stored = calibrate.calibration(db, device_id, runtime, slice_runtime(runtime).options, calibrate.REFERENCE)
+    finally:
+        db.close()
+    if stored is None or "key" not in stored[1]:
+        return None
+    return calibrate.Reference(LayerConfig.from_key(stored[1]["key"]), stored[0])
+
+
 def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=(),
-                  cold: tuple[list[Path], list[int]] | None = None) -> dict:
+                  cold: tuple[list[Path], list[int]] | None = None, lut: Path | None = None,
+                  remeasure: int = 0, state_wait_s: float = BuildOptions.state_wait_s) -> dict:
     """The whole model on this host over `rounds` benchmark processes (raw ms): the median of
     the per-round medians, and the fast-state figure, the median of the per-round p10s (the
     rule of `verify`'s fast-state line, `profiler/verify.py` `_fast_state`).
@@ -102,19 +119,37 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     `cold` (the weights-cold files of the same lines and their copies, `--contexts cold`): timed
     in the same batches too, their per-copy sum is `cold_layers_now_ms` / `..._p10_ms`. Every
     round also records how busy the other cores were (`others_busy`, 0..1; docs/predict.md,
-    "Co-runners")."""
+    "Co-runners").
+
+    `lut`: its hot slice's reference layer (`lut_reference`, with its fast-state anchor) is timed in every
+    round, second after the overhead model, as in a build batch; a round whose reference runs
+    more than `BuildOptions.drift_pct` slower than the anchor is measured again, at most
+    `remeasure` times, keeping the attempt whose reference ran fastest, and each attempt waits
+    (at most `state_wait_s`) for the reference alone to run in that state: the build's own rule
+    (`profiler.measure.measure_batch`), so that the model is measured in the state the LUT
+    describes. Each round records its attempts and its reference's drift."""
     agent = open_agent("local", runtime)
     cold_files, copies = cold or ([], [])
     n = len(layer_files)
+    gate = BuildOptions(max_remeasure=remeasure, settle_s=0, state_wait_s=state_wait_s)
     try:
         settings = benchmark_settings(runtime, threads=1, repeats=3)
-        core = agent.info().cpu_core  # 1 thread: the core the benchmark is pinned to
-        layout = plan_batch([cache.overhead()], [Group(model_path, (*layer_files, *cold_files))])
+        info = agent.info()
+        core = info.cpu_core  # 1 thread: the core the benchmark is pinned to
+        reference = lut_reference(lut, info.device_id, runtime) if lut else None
+        extra = [cache.overhead(), *(cache.layers([reference.layer]) if reference else [])]
+        layout = plan_batch(extra, [Group(model_path, (*layer_files, *cold_files))])
         hot_at, cold_at = layout.layers_at[0][:n], layout.layers_at[0][n:]
         medians, p10s, covs, sums, sums_p10, terms_p10, busy = [], [], [], [], [], [], []
-        cold_sums, cold_sums_p10 = [], []
+        cold_sums, cold_sums_p10, attempts, drifts = [], [], [], []
         for _ in range(rounds):
-            result = agent.benchmark(layout.files, settings)
+            if reference is None:
+                result = agent.benchmark(layout.files, settings)
+            else:
+                kept = measure_batch(agent, layout.files, settings, reference, gate, lambda line: None)
+                result = kept.result
+                attempts.append(kept.attempts)
+                drifts.append(kept.drift_pct)
             busy.append(others_busy(result.state_before, result.state_after, core))
             batch = [t.median_ms for t in result.timings]
             batch_p10 = [t.p10_ms for t in result.timings]
@@ -133,6 +168,9 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
            "p10_ms": statistics.median(p10s), "round_p10_ms": p10s, "others_busy": busy,
            "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs}
+    if reference is not None:
+        out |= {"reference_anchor_ms": reference.value_ms, "round_attempts": attempts,
+                "round_reference_drift_pct": drifts}
     if sums:
         same = SameBatch(medians, sums, p10s, sums_p10)
         out |= {"layers_now_ms": same.layers_now_ms, "round_layers_now_ms": sums,
@@ -256,7 +294,8 @@ def bench_model(name: str, runtime: str, px: int, contexts: list[str], args) -> 
         cold = cold_files(onnx_path, runtime, work / "cache", layer_files) if args.same_batch and COLD in contexts \
             else None
         load_start, started = os.getloadavg(), datetime.now(timezone.utc)
-        measured = measure_whole(path, runtime, cache, args.rounds, layer_files, cold)
+        measured = measure_whole(path, runtime, cache, args.rounds, layer_files, cold, work / "lut.sqlite",
+                                 args.remeasure)
         load_end = os.getloadavg()
     measured |= {"started": started.isoformat(timespec="seconds"), "load_start": load_start, "load_end": load_end}
     rows = []
@@ -292,6 +331,10 @@ def main(argv=None) -> None:
                              "(only keys WITHOUT a row are measured: use a fresh --workdir)")
     parser.add_argument("--contexts", default=ALONE,
                         help=f"layer contexts, comma-separated: {ALONE}[,{COLD}] ({COLD}: TFLite only)")
+    parser.add_argument("--remeasure", type=int, default=2,
+                        help="a round of the whole model whose reference layer runs more than the build's "
+                             "drift_pct slower than the LUT's fast state is measured again, at most this many "
+                             "times (0: the reference is timed and its drift recorded, nothing re-measured)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--same-batch", action="store_true",
                         help="also time the model's LUT layer files in the whole model's batches: the "
@@ -299,6 +342,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.passes < 1:
         parser.error(f"--passes: expected an integer >= 1, got {args.passes}")
+    if args.remeasure < 0:
+        parser.error(f"--remeasure: expected an integer >= 0, got {args.remeasure}")
     contexts = args.contexts.split(",")
     if unknown := [c for c in contexts if c not in (ALONE, COLD)]:
         parser.error(f"--contexts: unknown context {unknown[0]!r}, expected {ALONE} or {COLD}")

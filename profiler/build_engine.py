@@ -21,8 +21,9 @@ device (`build_lut` given an agent) any failure is raised, as from a plain loop.
 Noise protocol (medians of one model drift ~±3% between processes over time, ≤1.4% within
 one): each batch is timed with `repeats` interleaved passes (runner `--repeats`), and
 carries the overhead model and a fixed reference layer (see `calibrate.py`); a batch whose
-reference drifts more than `drift_pct` from the slice's median so far is re-measured up to
-`max_remeasure` times, and its drift is stored with its rows either way. With `--passes N`
+reference runs more than `drift_pct` slower than the slice's fast state so far is re-measured
+up to `max_remeasure` times, the fastest attempt kept, and its drift is stored with its rows
+either way (`measure.py`, `calibrate.py`). With `--passes N`
 every key is then measured N-1 more times in fresh batches (same protocol, minutes later: another
 host state), and each key keeps the whole row of its lowest-p10 pass (`passes.py`).
 """

@@ -10,10 +10,17 @@ calibration is the median of the per-batch overheads. `LatencyTable.predict` the
 sum(layers) + overhead: one overhead per network, as the device pays it.
 
 `reference` (calibration name, ms): the raw median of one fixed mid-cost layer, re-timed in
-every batch; the calibration holds the median over the slice's batches so far (a robust
-anchor: the first batch alone may have been the slow one). A batch whose reference drifts
-more than `drift_pct` from it is re-measured (the machine was busier or slower); its drift
-is stored with the rows either way.
+every batch; the calibration holds the device's **fast state**: the 10th percentile of that
+median over the slice's batches so far (`fast_state_ms`; the lowest of fewer than 11 batches).
+A batch whose reference runs more than `drift_pct` slower is re-measured and the fastest
+attempt kept (`measure.measure_batch`); its drift is stored with the rows either way.
+
+Why the fast state and not the median: this host's core switches for seconds to minutes into
+a state ~1.5x slower (the reference layer read 0.064-0.076 ms fast, 0.097-0.165 ms slow over
+one build, docs/lut.md "Noise protocol"), as a phone does when it throttles. With the median as
+the anchor, a build that spent most of its batches in the slow state re-measured its *fast*
+batches towards the slow one, and a slice mixed the two states. A low percentile rather than
+the minimum: one lucky batch does not set the bar every other batch fails.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ class Reference:
     """The drift reference of a slice: its layer and its anchor raw median (ms)."""
 
     layer: LayerConfig
-    value_ms: float | None  # median of the batches so far; None until one measured it
+    value_ms: float | None  # the fast state of the batches so far (`fast_state_ms`); None until one measured it
 
 
 def calibration(db: Database, device_id: str, runtime: str, options: str, name: str) -> tuple[float, dict] | None:
@@ -57,7 +64,7 @@ def load_reference(db: Database, device_id: str, runtime: str, options: str, def
 
 def update_reference(db: Database, writer: LutWriter, device_id: str, runtime: str, options: str,
                      layer: LayerConfig) -> Reference:
-    """Set the slice's `reference` calibration to the median of its batches' reference medians."""
+    """Set the slice's `reference` calibration to the fast state of its batches' reference medians."""
     sql = ("SELECT DISTINCT json_extract(state_after, '$.profiler.batch'), "
            "json_extract(state_after, '$.profiler.reference_ms') FROM measurements "
            "WHERE device_id = ? AND runtime = ? AND runtime_options = ? AND source = 'measured' "
@@ -65,15 +72,23 @@ def update_reference(db: Database, writer: LutWriter, device_id: str, runtime: s
     values = [ms for _, ms in db.execute(sql, [device_id, runtime, options, layer.key]).fetchall() if ms]
     if not values:
         return Reference(layer, None)
-    value = statistics.median(values)
+    value = fast_state_ms(values)
     writer.set_calibration(device_id, runtime, options, REFERENCE, value,
-                           {"key": layer.key, "batches": len(values),
-                            "what": "median over batches of this layer's raw median (ms), the drift anchor"})
+                           {"key": layer.key, "batches": len(values), "median_ms": statistics.median(values),
+                            "what": "10th percentile over batches of this layer's raw median (ms): the device's "
+                                    "fast state, the drift anchor"})
     return Reference(layer, value)
 
 
+def fast_state_ms(values: list[float]) -> float:
+    """The fast state of per-batch reference medians (ms): their 10th percentile, lower
+    nearest rank (the minimum of 1..10 values, the 2nd lowest of 11..20, ...)."""
+    return sorted(values)[(len(values) - 1) // 10]
+
+
 def drift_pct(reference_ms: float, first_ms: float | None) -> float:
-    """Relative drift of the reference layer in % (0 when there is nothing to compare with)."""
+    """Relative drift of the reference layer in %, positive = slower than the anchor (0 when
+    there is nothing to compare with)."""
     if not first_ms:
         return 0.0
     return 100.0 * (reference_ms / first_ms - 1.0)

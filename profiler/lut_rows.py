@@ -70,7 +70,7 @@ def commit_batch(db: Database, writer: LutWriter, s: DeviceSlice, batch: Finishe
     calibrate.update_overhead(db, writer, *s.key)
     s.report.measured += len(rows) if batch.pass_no == 1 else 0
     s.report.remeasured_batches += m.attempts > 1
-    s.report.drifted_batches += abs(m.drift_pct) > options.drift_pct
+    s.report.drifted_batches += m.drift_pct > options.drift_pct
 
 
 def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: DeviceInfo, rt: RuntimeSpec,

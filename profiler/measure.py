@@ -1,8 +1,17 @@
 """Benchmark one batch of a build, measuring it again while the machine drifts.
 
 Every batch carries the overhead model first and the slice's reference layer second (see
-`calibrate.py`); a batch whose reference drifts more than `drift_pct` from the slice's
-anchor is benchmarked again, at most `max_remeasure` times, and its drift is kept either way.
+`calibrate.py`); a batch whose reference runs more than `drift_pct` slower than the slice's
+anchor, the device's fast state, is benchmarked again, at most `max_remeasure` times; the
+attempt whose reference ran fastest is kept, and its drift is stored either way. A batch
+faster than the anchor is kept as it is (the anchor was not yet the fast state; the next
+commit lowers it). Why the fast state: this host's core (and a phone that throttles) switches
+for seconds to minutes into a state ~1.5x slower; rows from both states in one slice
+predict neither, and the fast state is the one a network's p10 and a cool phone show.
+Before each attempt the reference is also probed alone (`wait_for_fast_state`: one quick
+benchmark of the overhead model and the reference, ~0.2 s on this host) until it runs within
+`drift_pct` of the anchor, at most `state_wait_s`: this host's state flips within seconds as
+often as it holds for minutes, so a batch started in the fast state mostly stays in it.
 A batch whose numbers no run can give (`device_agents.contract.BadTiming`: negative, zero,
 nan/inf, a median outside min..max) is benchmarked once more; a second bad result stops the
 build with that one line, and no row of the batch is written.
@@ -16,6 +25,7 @@ layer; its row is (time - the batch's overhead) / N, each statistic.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -121,9 +131,11 @@ def measure_batch(agent, paths: Sequence[Path], settings: BenchmarkSettings, ref
     paths = [*paths, *(context.pairs if context is not None else ())]
     attempts = 0
     bad_before = False
+    fastest: BatchMeasurement | None = None
     while True:
         if hasattr(agent, "settle"):
             agent.settle(options.settle_s)
+        wait_for_fast_state(agent, paths[:2], settings, reference, options)
         attempts += 1
         try:
             result: BatchResult = agent.benchmark(paths, settings)
@@ -135,9 +147,35 @@ def measure_batch(agent, paths: Sequence[Path], settings: BenchmarkSettings, ref
             continue
         overhead_ms, ref_ms = result.timings[0].median_ms, result.timings[1].median_ms
         drift = calibrate.drift_pct(ref_ms, reference.value_ms)
-        if abs(drift) <= options.drift_pct or attempts > options.max_remeasure:
-            if abs(drift) > options.drift_pct:
-                say(f"lutbuild: warning: reference layer drifted {drift:+.1f}% after {attempts} attempt(s); "
-                    "rows written with their drift recorded")
-            return BatchMeasurement(result, ref_ms, overhead_ms, drift, attempts, context)
-        say(f"lutbuild: reference layer drifted {drift:+.1f}% (> {options.drift_pct}%): re-measuring the batch")
+        if fastest is None or ref_ms < fastest.reference_ms:
+            fastest = BatchMeasurement(result, ref_ms, overhead_ms, drift, attempts, context)
+        if drift <= options.drift_pct or attempts > options.max_remeasure:
+            kept = replace(fastest, attempts=attempts)
+            if kept.drift_pct > options.drift_pct:
+                say(f"lutbuild: warning: reference layer still {kept.drift_pct:+.1f}% slower than the fast state "
+                    f"after {attempts} attempt(s); rows written from the fastest, their drift recorded")
+            return kept
+        say(f"lutbuild: reference layer {drift:+.1f}% slower than the fast state (> {options.drift_pct}%): "
+            "re-measuring the batch")
+
+
+def wait_for_fast_state(agent, probe: Sequence[Path], settings: BenchmarkSettings, reference: calibrate.Reference,
+                        options: BuildOptions) -> int:
+    """Benchmark `probe` (the overhead model, the reference layer) alone, one pass, until the
+    reference runs within `options.drift_pct` of the slice's fast state or `options.state_wait_s`
+    have passed (polling every `state_poll_s`); return the probes run (0: no anchor yet or no wait).
+    A probe's bad timing ends the wait: the batch that follows checks its own."""
+    if reference.value_ms is None or options.state_wait_s <= 0:
+        return 0
+    quick = replace(settings, repeats=1)
+    deadline = time.monotonic() + options.state_wait_s
+    probes = 0
+    while True:
+        probes += 1
+        try:
+            ref_ms = agent.benchmark(probe, quick).timings[1].median_ms
+        except BadTiming:
+            return probes
+        if calibrate.drift_pct(ref_ms, reference.value_ms) <= options.drift_pct or time.monotonic() >= deadline:
+            return probes
+        time.sleep(options.state_poll_s)

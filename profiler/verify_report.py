@@ -118,7 +118,8 @@ class Overheads:
 
 @dataclass(frozen=True)
 class Noise:
-    """Measurement noise of the verification (CoV in %) and the reference's drift since the build (%)."""
+    """Measurement noise of the verification (CoV in %) and the reference's drift from the build's
+    fast state (%, `calibrate.py`), after re-measuring processes slower than it (`VerifyOptions.remeasure`)."""
 
     cov_between_rounds_pct_median: float
     cov_between_rounds_pct_max: float
@@ -128,6 +129,7 @@ class Noise:
     # neighbour can slow the measured core (docs/predict.md, "Co-runners"); None: the device gave no ticks
     others_busy_pct_median: float | None = None
     others_busy_pct_max: float | None = None
+    remeasured_processes: int = 0  # benchmark processes run again: reference slower than the LUT's fast state
 
 
 @dataclass(frozen=True)
@@ -315,8 +317,10 @@ def format_report(report: VerifyReport) -> str:
     drift = noise.reference_drift_pct
     lines.append(f"noise: CoV between rounds median {noise.cov_between_rounds_pct_median:.2f}% "
                  f"(max {noise.cov_between_rounds_pct_max:.2f}%), within a round {noise.cov_runs_pct_median:.1f}%; "
-                 f"reference drift since build {'n/a' if drift is None else f'{drift:+.1f}%'}; "
-                 f"overhead {report.overhead_ms.lut:.4f} ms in LUT")
+                 f"reference vs the build's fast state {'n/a' if drift is None else f'{drift:+.1f}%'}"
+                 + (f" ({noise.remeasured_processes} benchmark process(es) run again: slower than it)"
+                    if noise.remeasured_processes else "")
+                 + f"; overhead {report.overhead_ms.lut:.4f} ms in LUT")
     if noise.others_busy_pct_median is not None:
         lines.append(f"other cores busy during the benchmarks: median {noise.others_busy_pct_median:.0f}%, "
                      f"max {noise.others_busy_pct_max:.0f}% (a busy neighbour core slows the measured one; "

@@ -1,11 +1,17 @@
 """`benchmarks.bench_predict.measure_whole` with `layer_files`: the model's own LUT layer files
-timed in the same batch as the whole model (real ONNX files, the real local runner)."""
+timed in the same batch as the whole model; with `lut`: rounds gated by the LUT's reference
+layer (real ONNX files, the real local runner, a real LUT file)."""
 import pytest
 import torch
 from torch import nn
 
 from benchmarks.bench_predict import measure_whole, same_batch_files
 from lut_db.layer_key import LayerConfig
+from lut_db.schema import open_lut
+from lut_db.writer import DeviceRecord, LutWriter
+from profiler import calibrate
+from profiler.agents import open_agent
+from profiler.runtimes import slice_runtime
 from profiler.export import ModelCache, export_module
 from profiler.graph_keys import map_graph
 from profiler.model_graph import load_model
@@ -44,3 +50,31 @@ def test_same_batch_files_follow_the_breakdown(tmp_path):
         files = same_batch_files(onnx_path, "onnx", cache)
         assert files == [cache.layer_path(m.key) for m in layers]
     assert any(m.generic for m in layers) and all(f.exists() for f in files)
+
+
+def _lut_with_reference(db, reference: LayerConfig, anchor_ms: float) -> None:
+    """A LUT whose local ONNX slice has `reference` as its drift reference, anchored at `anchor_ms`."""
+    agent = open_agent("local", "onnx")
+    info = agent.info()
+    agent.close()
+    conn = open_lut(db)
+    writer = LutWriter(conn)
+    writer.register_device(DeviceRecord.from_info(info))
+    writer.set_calibration(info.device_id, "onnx", slice_runtime("onnx").options, calibrate.REFERENCE, anchor_ms,
+                           {"key": reference.key})
+    conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anchor_ms, attempts", [(1e-6, 3), (1e6, 1)])
+def test_rounds_slower_than_the_luts_fast_state_are_measured_again(tmp_path, anchor_ms, attempts):
+    """An anchor no run can reach: every round re-measured `remeasure` times (and the fastest
+    attempt kept); an anchor every run beats: each round measured once."""
+    reference = LayerConfig("conv", 8, 8, 8, 16, kernel=1, act="relu")
+    _lut_with_reference(tmp_path / "lut.sqlite", reference, anchor_ms)
+    cfg = LayerConfig("conv", 8, 8, 8, 8, kernel=1, act="relu")
+    with ModelCache(tmp_path / "cache", "onnx", jobs=1) as cache:
+        (path,) = cache.layers([cfg])
+        out = measure_whole(path, "onnx", cache, rounds=2, lut=tmp_path / "lut.sqlite", remeasure=2, state_wait_s=0.5)
+    assert out["round_attempts"] == [attempts, attempts] and out["reference_anchor_ms"] == anchor_ms
+    assert all((d > 15) == (attempts > 1) for d in out["round_reference_drift_pct"])

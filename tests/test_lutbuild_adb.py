@@ -360,7 +360,8 @@ def engine(monkeypatch):
 def _options(tmp_path, **kw):
     from profiler.build import BuildOptions
 
-    return BuildOptions(**{"batch_size": 64, "cache_dir": tmp_path / "cache", "settle_s": 0, **kw})
+    # no fast-state probes between batches: the devices fail on a counted benchmark call
+    return BuildOptions(**{"batch_size": 64, "cache_dir": tmp_path / "cache", "settle_s": 0, "state_wait_s": 0, **kw})
 
 
 def test_engine_fills_every_slice_exports_each_key_once_and_writes_from_one_thread(tmp_path, engine):

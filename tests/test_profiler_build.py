@@ -14,10 +14,12 @@ from device_agents.contract import BatchResult, DeviceInfo, DeviceState, ModelTi
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
 from profiler import build_engine as engine_module
+from profiler import calibrate
 from profiler import verify as verify_module
 from profiler.build import BuildOptions, build_lut, slice_runtime
 from profiler.export import OVERHEAD_NAME
 from profiler.verify import VerifyOptions, verify_lut
+from profiler.verify_report import format_report
 from search.spaces import get_space
 
 OVERHEAD_MS = 0.005
@@ -66,15 +68,18 @@ def layer_ms(cfg) -> float:
 
 
 class ScriptedAgent:
-    """A device whose layers take `layer_ms` + OVERHEAD_MS; can fail or drift on a given call."""
+    """A device whose layers take `layer_ms` + OVERHEAD_MS; can fail or drift on a given call
+    (`drift_on_calls`: calls whose layers run 1.5x slow, or {call: factor})."""
 
     def __init__(self, space, fail_on_call=None, drift_on_calls=(), network_scale=1.0):
         self.by_name = {f"{c.digest}.onnx": c for c in space.all_layer_configs()}
         self.space = space
         self.calls = 0
         self.benchmarked: list[str] = []
+        self.batches: list[list[str]] = []  # per call: the files benchmarked
         self.fail_on_call = fail_on_call
-        self.drift_on_calls = set(drift_on_calls)
+        self.drift_on_calls = dict(drift_on_calls) if isinstance(drift_on_calls, dict) \
+            else dict.fromkeys(drift_on_calls, 1.5)
         self.network_scale = network_scale
 
     def info(self):
@@ -83,7 +88,7 @@ class ScriptedAgent:
     def runtime_version(self, runtime):
         return f"{runtime} 0.0-test"
 
-    def _ms(self, path: Path, drift: bool) -> float:
+    def _ms(self, path: Path, drift: float) -> float:
         if path.name.startswith("overhead"):
             return OVERHEAD_MS
         if path.name.startswith("net"):
@@ -91,13 +96,14 @@ class ScriptedAgent:
 
             cfg = SubnetConfig.from_dict(json.loads(path.read_text()))
             return OVERHEAD_MS + self.network_scale * sum(layer_ms(c) for c in self.space.layer_configs(cfg))
-        return OVERHEAD_MS + layer_ms(self.by_name[path.name]) * (1.5 if drift else 1.0)
+        return OVERHEAD_MS + layer_ms(self.by_name[path.name]) * drift
 
     def benchmark(self, models, settings):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # like a kill in the middle of a batch
-        drift = self.calls in self.drift_on_calls
+        drift = self.drift_on_calls.get(self.calls, 1.0)
+        self.batches.append([Path(p).name for p in models])
         timings = []
         for path in models:
             ms = self._ms(Path(path), drift)
@@ -121,13 +127,19 @@ def fake_cache(monkeypatch):
     monkeypatch.setattr(verify_module, "ModelCache", FakeCache)
 
 
+def get_layer(space, key):
+    return next(c for c in space.all_layer_configs() if c.key == key)
+
+
 def rows(db_path):
     with sqlite3.connect(db_path) as conn:
         return conn.execute("SELECT layer_key, median_ms, source, plan, measured_at, state_after, n "
                             "FROM measurements ORDER BY layer_key").fetchall()
 
 
-OPTIONS = dict(batch_size=64, cache_dir=Path("unused"), settle_s=0)
+# no probing for the fast state between batches (state_wait_s=0): the tests count benchmark calls;
+# test_a_slow_state_is_waited_out_before_the_batch probes
+OPTIONS = dict(batch_size=64, cache_dir=Path("unused"), settle_s=0, state_wait_s=0)
 
 
 def test_build_writes_every_key_minus_the_overhead_and_keeps_the_raw_median(tiny, tmp_path):
@@ -194,6 +206,58 @@ def test_a_drifting_batch_is_measured_again(tiny, tmp_path):
     assert all(r[1] == pytest.approx(layer_ms(by_key[r[0]])) for r in rows(db))  # the drifted values were dropped
 
 
+def test_a_batch_faster_than_the_anchor_is_kept_and_the_anchor_moves_to_the_fast_state(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    agent = ScriptedAgent(tiny, drift_on_calls={1})  # batch 1 (no anchor yet) runs in the slow state
+    report = build_lut(tiny, agent, db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 192}),
+                       progress=False, log=lambda msg: None)
+    # batches 2 and 3 ran 33% faster than batch 1's anchor: the fast state, not a drift to undo
+    assert agent.calls == 3 and report.remeasured_batches == 0 and report.drifted_batches == 0
+    with sqlite3.connect(db) as conn:
+        anchor, detail = conn.execute("SELECT value_ms, detail FROM calibration WHERE name = 'reference'").fetchone()
+    ref = get_layer(tiny, json.loads(detail)["key"])
+    assert anchor == pytest.approx(OVERHEAD_MS + layer_ms(ref))  # the fast batches' reference, not the median
+    assert json.loads(detail)["median_ms"] == pytest.approx(OVERHEAD_MS + layer_ms(ref))
+
+
+def test_a_batch_slow_in_every_attempt_keeps_its_fastest_attempt(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    said = []
+    agent = ScriptedAgent(tiny, drift_on_calls={2: 2.0, 3: 1.6})  # batch 2: both attempts slow, the second less
+    report = build_lut(tiny, agent, db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 128}),
+                       progress=False, log=said.append)
+    assert agent.calls == 3 and report.remeasured_batches == 1 and report.drifted_batches == 1
+    by_key = {c.key: c for c in tiny.all_layer_configs()}
+    second = [r for r in rows(db) if json.loads(r[5])["profiler"]["attempts"] == 2]
+    assert len(second) == 64
+    assert all(r[1] == pytest.approx(1.6 * layer_ms(by_key[r[0]])) for r in second)  # the 1.6x attempt, not 2.0x
+    ref = by_key[json.loads(second[0][5])["profiler"]["reference_key"]]
+    drift = 100 * ((OVERHEAD_MS + 1.6 * layer_ms(ref)) / (OVERHEAD_MS + layer_ms(ref)) - 1)
+    assert drift > 15  # still slower than the fast state: written, counted as drifted
+    assert all(json.loads(r[5])["profiler"]["reference_drift_pct"] == pytest.approx(drift, abs=1e-3) for r in second)
+    assert any("slower than the fast state after 2 attempt(s)" in line for line in said)
+
+
+def test_a_slow_state_is_waited_out_before_the_batch(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    # call 1: batch 1 (no anchor: no probe); calls 2-3: probes in the slow state, 4: a fast probe, 5: batch 2
+    agent = ScriptedAgent(tiny, drift_on_calls={2: 1.5, 3: 1.5})
+    options = BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 128, "state_wait_s": 30,
+                              "state_poll_s": 0})
+    report = build_lut(tiny, agent, db, "onnx", options, progress=False, log=lambda msg: None)
+    assert agent.calls == 5 and report.remeasured_batches == 0 and report.drifted_batches == 0
+    assert [len(names) for names in agent.batches][1:4] == [2, 2, 2]  # the probes: overhead model + reference
+    by_key = {c.key: c for c in tiny.all_layer_configs()}
+    assert all(r[1] == pytest.approx(layer_ms(by_key[r[0]])) for r in rows(db))  # every row from the fast state
+
+
+def test_fast_state_is_the_low_tenth_percentile_of_the_batches():
+    assert calibrate.fast_state_ms([0.10]) == 0.10
+    assert calibrate.fast_state_ms([0.11, 0.07, 0.10, 0.12]) == 0.07  # up to 10 batches: the lowest
+    batches = [0.065, 0.06, *[0.07] * 9, *[0.11] * 9]  # 20 batches: the 2nd lowest, not the one lucky batch
+    assert calibrate.fast_state_ms(batches) == 0.065
+
+
 def test_sparse_plan_writes_interpolated_rows_that_never_count_as_measured(tiny, tmp_path):
     db = tmp_path / "lut.sqlite"
     report = build_lut(tiny, ScriptedAgent(tiny), db, "onnx",
@@ -256,6 +320,20 @@ def test_verify_reports_lut_and_mac_proxy_figures(tiny, tmp_path):
     assert "MAC proxy" in format_report(result)
     png = plot_verify(result, tmp_path / "v.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verify_runs_a_process_again_when_its_reference_is_slower_than_the_builds_fast_state(tiny, tmp_path):
+    db = tmp_path / "lut.sqlite"
+    build_lut(tiny, ScriptedAgent(tiny), db, "onnx", BuildOptions(**{**OPTIONS, "cache_dir": tmp_path}),
+              progress=False)
+    # each process: a probe of the reference alone, then the process; call 2 (round 1's process) runs slow
+    agent = ScriptedAgent(tiny, drift_on_calls={2: 1.5})
+    result = verify_lut(tiny, agent, db, "onnx", VerifyOptions(samples=12, rounds=2, cache_dir=tmp_path),
+                        progress=False)
+    assert [len(names) for names in agent.batches] == [2, 14, 2, 14, 2, 14]  # probe, process (overhead, ref, 12 nets)
+    assert result.noise.remeasured_processes == 1
+    assert abs(result.noise.reference_drift_pct) < 1e-6  # the slow attempt was not kept
+    assert "1 benchmark process(es) run again" in format_report(result)
 
 
 def test_verify_without_a_slice_is_a_one_line_user_error(tiny, tmp_path):
