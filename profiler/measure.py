@@ -11,7 +11,8 @@ predict neither, and the fast state is the one a network's p10 and a cool phone 
 Before each attempt the reference is also probed alone (`wait_for_fast_state`: one quick
 benchmark of the overhead model and the reference, ~0.2 s on this host) until it runs within
 `drift_pct` of the anchor, at most `state_wait_s`: this host's state flips within seconds as
-often as it holds for minutes, so a batch started in the fast state mostly stays in it.
+often as it holds for minutes, and a re-run right after a slow attempt mostly met the same
+slow stretch (docs/predict.md, "Rows and measurement gated to the fast state").
 A batch whose numbers no run can give (`device_agents.contract.BadTiming`: negative, zero,
 nan/inf, a median outside min..max) is benchmarked once more; a second bad result stops the
 build with that one line, and no row of the batch is written.
