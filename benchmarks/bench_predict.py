@@ -11,7 +11,8 @@ weights-cold rows, TFLite only): `predict_model` with `measure_missing` on this 
 (`--device local`, `--passes` passes per missing key, each key keeping its lowest-p10 row:
 `profiler/passes.py`) fills a benchmark LUT (`<workdir>/lut.sqlite`, one slice per context,
 resumable), then the whole model is exported (the profiler's exporter, same I/O convention as
-the LUT rows) and measured on this host `--rounds` times, once per model and runtime, and
+the LUT rows) and measured on this host `--rounds` times, once per model and runtime (each
+round gated to the LUT's fast state like a build batch, `--remeasure`: `measure_whole`), and
 compared with each context's prediction twice:
 
 - medians: the LUT's median rows summed (+ the slice's overhead) against the whole model's
