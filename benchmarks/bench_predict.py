@@ -58,7 +58,7 @@ from profiler import calibrate  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
 from profiler.build_types import BuildOptions  # noqa: E402
 from profiler.measure import measure_batch  # noqa: E402
-from lut_db.layer_key import GenericKey, LayerConfig  # noqa: E402
+from lut_db.layer_key import GenericKey  # noqa: E402
 from lut_db.schema import open_lut_for_reading  # noqa: E402
 from profiler.cold_models import copies as copies_of  # noqa: E402
 from profiler.export import ModelCache, export_module, randomize_batchnorm  # noqa: E402
@@ -92,12 +92,10 @@ def lut_reference(db_path: Path, device_id: str, runtime: str) -> calibrate.Refe
     """The hot slice's drift reference (its layer and its fast-state anchor, ms), None before a build."""
     db = open_lut_for_reading(db_path)
     try:
-        stored = calibrate.calibration(db, device_id, runtime, slice_runtime(runtime).options, calibrate.REFERENCE)
+        reference = calibrate.load_reference(db, device_id, runtime, slice_runtime(runtime).options, None)
     finally:
         db.close()
-    if stored is None or "key" not in stored[1]:
-        return None
-    return calibrate.Reference(LayerConfig.from_key(stored[1]["key"]), stored[0])
+    return reference if reference.value_ms is not None else None
 
 
 def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=(),

@@ -54,7 +54,8 @@ def calibration(db: Database, device_id: str, runtime: str, options: str, name: 
     return row[0], json.loads(row[1] or "{}")
 
 
-def load_reference(db: Database, device_id: str, runtime: str, options: str, default: LayerConfig) -> Reference:
+def load_reference(db: Database, device_id: str, runtime: str, options: str,
+                   default: LayerConfig | None) -> Reference:
     """The slice's stored reference (layer + anchor value), or `default` not yet measured."""
     stored = calibration(db, device_id, runtime, options, REFERENCE)
     if stored is None or "key" not in stored[1]:
