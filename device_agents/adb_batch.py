@@ -66,6 +66,8 @@ def runner_script(plan: BatchPlan, s: BenchmarkSettings, cpus: str) -> str:
             "--delegate", s.delegate, "--warmup", str(s.warmup_runs), "--min-runs", str(s.min_runs),
             "--max-runs", str(s.max_runs), "--min-seconds", str(s.min_seconds),
             "--repeats", str(s.repeats), "--list-file", "models.txt", "--out", "results.jsonl"]
+    if s.fast_passes_pct is not None:
+        args += ["--fast-passes", str(s.fast_passes_pct)]
     if cpus:
         args += ["--cpus", cpus]
     if s.op_profile:

@@ -47,6 +47,11 @@ class BenchmarkSettings:
     # all runs of one. Measured on a shared 2-vCPU host: with 3 passes no process was off by
     # more than 0.7% (TFLite) / 4.7% (ONNX) over 10 processes, vs 41% / 4.3% with 1 pass.
     repeats: int = 3
+    # pool only the passes of a model within this many % of its fastest pass (runner
+    # `--fast-passes`; None: every pass): the LUT describes the device's fast state, and a core
+    # that turns slow for seconds slows whole passes. 10: a pass in the same state lies within
+    # ~8% of the fastest (docs/lut.md, "Noise protocol"). The runner only: vendor tools have no passes.
+    fast_passes_pct: float | None = 10.0
     # per-operator times of the timed runs (runner: ONNX Runtime's profiler; phones' benchmark_model:
     # --enable_op_profiling), returned in `BatchResult.op_profiles`. Off for LUT builds: the
     # profiler's own bookkeeping adds time to every operator.
@@ -66,12 +71,17 @@ class ModelTiming:
     std_ms: float
     min_ms: float
     max_ms: float
+    # the runner's passes (`BenchmarkSettings.fast_passes_pct`): each pass's median, in order,
+    # and how many of them the statistics pool; () and None where the source has no passes
+    pass_medians_ms: tuple[float, ...] = ()
+    passes_kept: int | None = None
 
     def checked(self, source: str = "the device") -> ModelTiming:
         """This timing, if its numbers are ones a real run gives; `BadTiming` (one line) otherwise.
 
         n >= 1; every latency finite and > 0 ms (a layer never takes no time: 0 would make it
-        free to the search); std finite and >= 0; min <= p10, median, mean, p90 <= max."""
+        free to the search); std finite and >= 0; min <= p10, median, mean, p90 <= max; pass
+        medians finite and > 0, and 1 <= passes kept <= passes."""
         name = f"{self.name}: " if self.name else ""
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
             raise BadTiming(f"{name}{source} reported {self.n!r} runs, expected an integer >= 1")
@@ -84,6 +94,14 @@ class ModelTiming:
             raise BadTiming(f"{name}{source} reported {bad[0]} = {values[bad[0]]} ms, expected > 0")
         if self.std_ms < 0:
             raise BadTiming(f"{name}{source} reported std_ms = {self.std_ms} ms, expected >= 0")
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0
+               for v in self.pass_medians_ms):
+            raise BadTiming(f"{name}{source} reported pass_medians_ms = {list(self.pass_medians_ms)!r}, "
+                            "expected finite numbers of ms > 0")
+        if self.passes_kept is not None and (not isinstance(self.passes_kept, int) or isinstance(
+                self.passes_kept, bool) or not 1 <= self.passes_kept <= max(1, len(self.pass_medians_ms))):
+            raise BadTiming(f"{name}{source} reported passes_kept = {self.passes_kept!r}, expected an integer "
+                            f"from 1 to its {len(self.pass_medians_ms)} passes")
         lo, hi = self.min_ms * (1 - 1e-9), self.max_ms * (1 + 1e-9)  # a mean of equal runs may round 1 ulp out
         outside = [k for k in ("p10_ms", "median_ms", "mean_ms", "p90_ms") if not lo <= values[k] <= hi]
         if outside:

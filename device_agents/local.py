@@ -123,6 +123,7 @@ class LocalAgent:
                 "--max-runs", str(settings.max_runs),
                 "--min-seconds", str(settings.min_seconds),
                 "--repeats", str(settings.repeats),
+                *(["--fast-passes", str(settings.fast_passes_pct)] if settings.fast_passes_pct is not None else []),
                 "--list-file", str(list_file),
                 "--out", str(out),
             ]
@@ -201,7 +202,13 @@ def parse_results(
         missing = [k for k in _TIMING_KEYS if k not in record]
         if missing:
             raise BadTiming(f"{model.name}: the runner's result lacks {', '.join(missing)}")
-        timing = ModelTiming(name=model.name, **{k: record[k] for k in _TIMING_KEYS})
+        passes = {}
+        if "pass_medians_ms" in record:  # --fast-passes: checked with the rest by ModelTiming.checked
+            if not isinstance(record["pass_medians_ms"], list):
+                raise BadTiming(f"{model.name}: the runner reported pass_medians_ms = "
+                                f"{record['pass_medians_ms']!r}, expected a list of ms")
+            passes = {"pass_medians_ms": tuple(record["pass_medians_ms"]), "passes_kept": record.get("passes_kept")}
+        timing = ModelTiming(name=model.name, **{k: record[k] for k in _TIMING_KEYS}, **passes)
         timings.append(timing.checked("the runner"))
     return timings
 

@@ -10,7 +10,7 @@ Usage::
     python runner.py --runtime tflite|onnx [--threads 1] [--delegate xnnpack|none]
         [--ort-opt all|extended|basic]
         [--warmup 10] [--min-runs 50] [--max-runs 1000] [--min-seconds 0.05]
-        [--repeats 1] [--cpus 3] [--seed 0] --out results.jsonl
+        [--repeats 1] [--fast-passes 10] [--cpus 3] [--seed 0] --out results.jsonl
         [--list-file models.txt] [--op-profile] [MODEL ...]
 
 Output (JSON Lines, flushed after every line, so a partial file is usable):
@@ -45,17 +45,22 @@ Timing protocol (all times in ms in the output, measured in ns):
    of the machine (frequency, thermal, background load) then spreads over all models of the
    batch instead of biasing whichever model happened to run during it. Each pass does its
    own warm-up, because the other models evicted the caches in between.
-4. Statistics of the pooled runs: median (the LUT figure), mean, p10/p90 (numpy's linear
+4. ``--fast-passes PCT``: only the passes whose median is within PCT % of the model's fastest
+   pass are pooled (``fast_passes``): a core that switches into a slower state for seconds
+   slows whole passes, and the LUT describes the fast state (docs/lut.md, "Noise protocol").
+   The model's line then also holds ``"pass_medians_ms"`` (every pass, in order) and
+   ``"passes_kept"``. Without it every pass is pooled.
+5. Statistics of the pooled runs: median (the LUT figure), mean, p10/p90 (numpy's linear
    interpolation), population std, min, max.
 
 Operator profile (``--op-profile``, ONNX Runtime): the session is created with
 ``SessionOptions.enable_profiling``, the model is timed exactly as above, then the profile
-JSON is read: the ``model_run`` events of the timed runs (not the warm-up runs, identified by
-their order) give time windows, the ``Node`` events ``<node>_kernel_time`` inside them are
-summed per node and run (``args.op_name`` is its type), and a node's figure is the median of
-its per-run times (``"statistic": "median"``, like the model's: a mean would carry the rare
-slow runs of a busy machine into every operator). The
-profiler's bookkeeping adds a little time to every operator, so the model's times with
+JSON is read: the ``model_run`` events of the timed runs (not the warm-up runs, nor the runs
+of passes ``--fast-passes`` left out; identified by their order) give time windows, the
+``Node`` events ``<node>_kernel_time`` inside them are summed per node and run
+(``args.op_name`` is its type), and a node's figure is the median of its per-run times
+(``"statistic": "median"``, like the model's: a mean would carry the rare slow runs of a busy
+machine into every operator). The profiler's bookkeeping adds a little time to every operator, so the model's times with
 ``--op-profile`` are slightly higher than without.
 
 Single-threaded timing is what a LUT is comparable across; ``--cpus`` pins this process
@@ -285,6 +290,21 @@ def time_pass(run, warmup: int, min_runs: int, max_runs: int, min_seconds: float
     return times
 
 
+def fast_passes(passes: list[list[int]], within_pct: float | None) -> list[bool]:
+    """Per pass of one model, whether its median is within `within_pct` % of its fastest pass's
+    median (every pass when `within_pct` is None): the passes of the machine's fast state.
+
+    A core that switches for seconds to minutes into a slower state (a VM's host, a phone's
+    thermal or frequency governor) slows whole passes, since one pass is a contiguous block of
+    runs; pooled, a batch's slow passes pull the median up by a share nobody chose. Every
+    model is its own probe here, so no reference layer has to stand for the others."""
+    if within_pct is None or len(passes) < 2:
+        return [True] * len(passes)
+    medians = [float(np.median(p)) for p in passes]
+    bound = min(medians) * (1 + within_pct / 100)
+    return [m <= bound for m in medians]
+
+
 def summarize(times_ns) -> dict:
     """Statistics of per-run timings (ns in) in ms, rounded to the ns."""
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
@@ -334,7 +354,7 @@ def run_batch(models: list[str], args, out) -> None:
         except Exception as exc:  # a broken model file must not abort the batch
             emit({"index": index, "name": os.path.basename(path), "error": _one_line(exc)})
 
-    pooled: dict[int, list[int]] = {i: [] for i in loaded}
+    timed: dict[int, list[list[int]]] = {i: [] for i in loaded}  # per pass, its per-run ns
     passes: dict[int, list[tuple[int, int]]] = {i: [] for i in loaded}  # (warm-up, timed) runs per pass
     for repeat in range(args.repeats):
         last = repeat == args.repeats - 1
@@ -342,16 +362,22 @@ def run_batch(models: list[str], args, out) -> None:
             name = os.path.basename(models[index])
             try:
                 times = time_pass(loaded[index].run, args.warmup, args.min_runs, args.max_runs, args.min_seconds)
-                pooled[index] += times
+                timed[index].append(times)
                 passes[index].append((args.warmup, len(times)))
             except Exception as exc:
                 emit({"index": index, "name": name, "error": _one_line(exc)})
                 del loaded[index]
                 continue
             if last:
-                record = {"index": index, "name": name, **summarize(pooled[index])}
-                if args.op_profile:
-                    record.update(_op_profile_record(loaded[index], passes[index], args.runtime))
+                kept = fast_passes(timed[index], args.fast_passes)
+                runs = [t for p, keep in zip(timed[index], kept) if keep for t in p]
+                record = {"index": index, "name": name, **summarize(runs)}
+                if args.fast_passes is not None:
+                    record["pass_medians_ms"] = [round(float(np.median(p)) / 1e6, 6) for p in timed[index]]
+                    record["passes_kept"] = sum(kept)
+                if args.op_profile:  # the same runs: a left-out pass's timed runs are skipped like warm-up ones
+                    profiled = [(w, n) if keep else (w + n, 0) for (w, n), keep in zip(passes[index], kept)]
+                    record.update(_op_profile_record(loaded[index], profiled, args.runtime))
                 emit(record)
                 del loaded[index]  # free it: the rest of the batch no longer needs it
 
@@ -385,6 +411,9 @@ def _parse_args(argv):
     p.add_argument("--max-runs", type=int, default=1000, help="timed runs per model per pass, at most")
     p.add_argument("--min-seconds", type=float, default=0.05, help="time per model per pass, at least")
     p.add_argument("--repeats", type=int, default=1, help="interleaved passes over the batch")
+    p.add_argument("--fast-passes", type=float, default=None, metavar="PCT",
+                   help="pool only the passes of a model whose median is within PCT%% of its fastest "
+                        "pass (the machine's fast state); default: pool every pass")
     p.add_argument("--cpus", default="", help="comma-separated cores to pin this process to")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--list-file", help="file with model paths, one per line")
@@ -397,6 +426,8 @@ def _parse_args(argv):
     args = p.parse_args(argv)
     if args.min_runs < 1 or args.max_runs < args.min_runs or args.repeats < 1 or args.threads < 1:
         p.error("need 1 <= min-runs <= max-runs, repeats >= 1, threads >= 1")
+    if args.fast_passes is not None and not args.fast_passes >= 0:
+        p.error(f"--fast-passes: expected a percentage >= 0, got {args.fast_passes}")
     if args.ort_opt != "all" and args.runtime != "onnx":
         p.error("--ort-opt: only with --runtime onnx")
     return args
@@ -435,6 +466,7 @@ def main(argv=None) -> int:
             "max_runs": args.max_runs,
             "min_seconds": args.min_seconds,
             "repeats": args.repeats,
+            "fast_passes_pct": args.fast_passes,
         },
     }
     if args.op_profile:

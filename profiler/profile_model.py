@@ -135,7 +135,7 @@ def format_profile(report: ProfileReport, top: int = 15) -> str:
         f"{Path(report.model).name} on {report.device.device_id}{core}: {report.runtime} ({report.runtime_version}), "
         f"{s.threads} thread{'s' if s.threads > 1 else ''}, {delegate}",
         f"  median {t.median_ms:.4f} ms   p10 {t.p10_ms:.4f}   p90 {t.p90_ms:.4f}   CoV {100 * t.cov:.1f}%   "
-        f"(n = {t.n} runs in {s.repeats} interleaved passes; min {t.min_ms:.4f}, max {t.max_ms:.4f})",
+        f"(n = {t.n} runs in {passes_line(t, s)}; min {t.min_ms:.4f}, max {t.max_ms:.4f})",
         f"  device before: {describe_state(report.state_before)}",
         f"  device after:  {describe_state(report.state_after)}",
     ]
@@ -145,6 +145,14 @@ def format_profile(report: ProfileReport, top: int = 15) -> str:
         lines += _format_ops(report.op_profile, t.median_ms if report.op_profile.statistic == "median" else t.mean_ms,
                              top)
     return "\n".join(lines)
+
+
+def passes_line(t: ModelTiming, s: BenchmarkSettings) -> str:
+    """Which passes the figures pool: the runner's fast passes (`BenchmarkSettings.fast_passes_pct`)."""
+    if t.passes_kept is None:
+        return f"{s.repeats} interleaved pass{'es' if s.repeats > 1 else ''}"
+    return (f"{t.passes_kept} of {len(t.pass_medians_ms)} interleaved passes, those within "
+            f"{s.fast_passes_pct:g}% of the fastest")
 
 
 def describe_state(state: DeviceState) -> str:

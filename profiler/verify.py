@@ -328,7 +328,7 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
         noise=_noise(between, samples, timings.reference_ms, coverage.reference, timings.others_busy,
                      timings.remeasured),
         protocol=MeasureProtocol(options.rounds, options.repeats, settings.warmup_runs, settings.min_runs,
-                                 settings.min_seconds, options.interpolate),
+                                 settings.min_seconds, options.interpolate, settings.fast_passes_pct),
         host=HostInfo(platform.python_version(), platform.machine()),
         wall_s=time.monotonic() - start, samples=samples, cpu_fallback_networks=len(fallback),
         cpu_fallback_note=note, same_batch=None if same is None else same_batch_stats(samples))

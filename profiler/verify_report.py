@@ -142,6 +142,7 @@ class MeasureProtocol:
     min_runs: int
     min_seconds: float
     interpolate_missing: bool
+    fast_passes_pct: float | None = None  # a model's passes pooled: within this % of its fastest (None: all)
 
 
 @dataclass(frozen=True)

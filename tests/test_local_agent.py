@@ -19,7 +19,7 @@ from device_agents.device_state import (
     read_state,
 )
 from device_agents.local import LocalAgent, parse_results
-from device_agents.contract import AgentError, BenchmarkSettings, DeviceState
+from device_agents.contract import AgentError, BadTiming, BenchmarkSettings, DeviceState
 
 RUNNER = Path(local.__file__).with_name("runner.py")
 FAST = ["--warmup", "2", "--min-runs", "20", "--max-runs", "200", "--min-seconds", "0.01"]
@@ -133,11 +133,50 @@ def test_runner_repeats_interleave_and_pool(tmp_path, monkeypatch):
     assert records[0]["median_ms"] == 1.0
 
 
+def test_runner_fast_passes_pool_only_the_passes_near_the_fastest(tmp_path, monkeypatch):
+    """--fast-passes 10: a pass 1.6x slower (the core's slow state) is left out of the statistics,
+    one 5% slower is kept; the line says every pass's median and how many were pooled."""
+    spec = importlib.util.spec_from_file_location("netadaptv2_runner", RUNNER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    per_pass = {"A": iter([1_000_000, 1_600_000, 1_050_000]), "B": iter([2_000_000, 2_000_000, 2_000_000])}
+
+    class Fake:
+        def __init__(self, path, threads, delegate, rng):
+            self.name = os.path.basename(path)
+            self.run = lambda: next(per_pass[self.name])
+
+    monkeypatch.setitem(mod._LOADERS, "onnx", Fake)
+    monkeypatch.setattr(mod, "time_pass", lambda run, warmup, mn, mx, sec: [run()] * mn)
+    records = {}
+    for flags in ([], ["--fast-passes", "10"]):
+        per_pass = {"A": iter([1_000_000, 1_600_000, 1_050_000]), "B": iter([2_000_000] * 3)}
+        args = mod._parse_args(["--runtime", "onnx", "--repeats", "3", "--min-runs", "4", *flags, "A", "B"])
+        out = tmp_path / "o.jsonl"
+        with open(out, "w") as f:
+            mod.run_batch(args.models, args, f)
+        records[bool(flags)] = [json.loads(line) for line in out.read_text().splitlines()]
+    pooled, fast = records[False], records[True]
+    assert pooled[0]["n"] == 12 and pooled[0]["max_ms"] == 1.6 and "pass_medians_ms" not in pooled[0]
+    assert fast[0]["n"] == 8 and fast[0]["max_ms"] == 1.05 and fast[0]["min_ms"] == 1.0
+    assert fast[0]["pass_medians_ms"] == [1.0, 1.6, 1.05] and fast[0]["passes_kept"] == 2
+    assert fast[1]["n"] == 12 and fast[1]["passes_kept"] == 3  # every pass in the same state: all pooled
+    with pytest.raises(SystemExit):
+        mod._parse_args(["--runtime", "onnx", "--fast-passes", "-1", "A"])
+
+
 def test_runner_repeats_pool_real_runs(models):
     lines = run_runner("--runtime", "onnx", "--repeats", "2", "--warmup", "1", "--min-runs", "5",
                        "--max-runs", "5", "--min-seconds", "0", models["a"], models["b"])
     assert lines[0]["protocol"]["repeats"] == 2
     assert [r["n"] for r in lines[1:]] == [10, 10]
+    fast = run_runner("--runtime", "onnx", "--repeats", "3", "--fast-passes", "10", "--warmup", "1",
+                      "--min-runs", "5", "--max-runs", "5", "--min-seconds", "0", models["a"])
+    assert fast[0]["protocol"]["fast_passes_pct"] == 10
+    record = fast[1]
+    assert len(record["pass_medians_ms"]) == 3 and 1 <= record["passes_kept"] <= 3
+    assert record["n"] == 5 * record["passes_kept"]
+    assert min(record["pass_medians_ms"]) >= record["min_ms"]
 
 
 def test_runner_tflite_with_and_without_xnnpack(tflite_model):
@@ -158,6 +197,8 @@ def test_local_agent_end_to_end_onnx(models):
     settings = BenchmarkSettings(runtime="onnx", warmup_runs=2, min_runs=20, max_runs=200, min_seconds=0.01)
     result = agent.benchmark([models["b"], models["a"]], settings)
     assert [t.name for t in result.timings] == ["b.onnx", "a.onnx"]
+    assert all(len(t.pass_medians_ms) == settings.repeats and 1 <= t.passes_kept <= settings.repeats
+               for t in result.timings)  # BenchmarkSettings.fast_passes_pct reaches the runner
     assert all(t.n >= 20 and t.p10_ms <= t.median_ms <= t.p90_ms for t in result.timings)
     assert isinstance(result.state_before, DeviceState) and isinstance(result.state_after, DeviceState)
     if hasattr(os, "sched_getaffinity"):
@@ -185,6 +226,13 @@ def test_parse_results_missing_model_is_an_agent_error():
                      ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms")}})
     timings = parse_results([header, ok], [Path("a.onnx")])
     assert timings[0].name == "a.onnx" and timings[0].cov == 1.0
+    passes = {"pass_medians_ms": [1.0, 1.2, 1.0], "passes_kept": 2}
+    assert parse_results([header, ok[:-1] + ", " + json.dumps(passes)[1:]], [Path("a.onnx")])[0].passes_kept == 2
+    for bad, match in (({"pass_medians_ms": 1.0}, "expected a list of ms"),
+                       ({"pass_medians_ms": [1.0, -1.0]}, "expected finite numbers of ms > 0"),
+                       ({"pass_medians_ms": [1.0, 1.0], "passes_kept": 3}, "expected an integer from 1 to its 2")):
+        with pytest.raises(BadTiming, match=r"^a\.onnx: .*" + match):
+            parse_results([header, ok[:-1] + ", " + json.dumps(bad)[1:]], [Path("a.onnx")])
     with pytest.raises(AgentError, match=r"^b\.onnx: no result from the runner \(Segmentation fault\)"):
         parse_results([header, ok, '{"index": 1, "na'], [Path("a.onnx"), Path("b.onnx")],
                       stderr="...\nSegmentation fault\n", returncode=-11)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from device_agents.contract import BenchmarkSettings
 from lut_db.layer_key import LayerConfig, RuntimeSpec
 from lut_db.schema import open_lut
 from lut_db.writer import LutWriter, MeasurementRow
@@ -193,6 +194,7 @@ def test_real_build_and_verify_of_a_small_space_write_json_and_plot(micro_space,
                 "device", "runtime", "runtime_version", "noise"):
         assert key in report, key
     assert report["n"] == 3 and report["runtime_version"].startswith("onnxruntime")
+    assert report["protocol"]["fast_passes_pct"] == BenchmarkSettings.fast_passes_pct  # the runner's rule, recorded
     if report["device"]["cpu_core"] and os.cpu_count() > 1:  # pinned, with other cores: their load is recorded
         busy = report["noise"]["others_busy_pct_median"]
         assert 0 <= busy <= report["noise"]["others_busy_pct_max"] <= 100
