@@ -60,8 +60,8 @@ of passes ``--fast-passes`` left out; identified by their order) give time windo
 ``Node`` events ``<node>_kernel_time`` inside them are summed per node and run
 (``args.op_name`` is its type), and a node's figure is the median of its per-run times
 (``"statistic": "median"``, like the model's: a mean would carry the rare slow runs of a busy
-machine into every operator). The profiler's bookkeeping adds a little time to every operator, so the model's times with
-``--op-profile`` are slightly higher than without.
+machine into every operator). The profiler's bookkeeping adds a little time to every operator,
+so the model's times with ``--op-profile`` are slightly higher than without.
 
 Single-threaded timing is what a LUT is comparable across; ``--cpus`` pins this process
 (and the runtime's threads, which inherit it) to the given cores before the runtime loads.
