@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.contract import BatchResult, DeviceInfo, DeviceState, ModelTiming
+from device_agents.contract import BadTiming, BatchResult, DeviceInfo, DeviceState, ModelTiming
 from lut_db.reader import LatencyTable
 from lut_db.schema import open_lut
 from profiler import build_engine as engine_module
@@ -249,6 +249,25 @@ def test_a_slow_state_is_waited_out_before_the_batch(tiny, tmp_path):
     assert [len(names) for names in agent.batches][1:4] == [2, 2, 2]  # the probes: overhead model + reference
     by_key = {c.key: c for c in tiny.all_layer_configs()}
     assert all(r[1] == pytest.approx(layer_ms(by_key[r[0]])) for r in rows(db))  # every row from the fast state
+
+
+def test_a_probe_with_a_bad_timing_ends_the_wait_and_the_batch_runs(tiny, tmp_path):
+    """A probe the device times impossibly (BadTiming) stops the wait at once: the batch that
+    follows checks its own timings, so nothing waits out `state_wait_s` on a broken probe."""
+    class BadProbe(ScriptedAgent):
+        def benchmark(self, models, settings):
+            if self.calls == 1:  # call 2: the first probe, before batch 2
+                self.calls += 1
+                raise BadTiming("reference.onnx: the device reported median_ms = 0 ms, expected > 0")
+            return super().benchmark(models, settings)
+
+    db = tmp_path / "lut.sqlite"
+    agent = BadProbe(tiny)
+    options = BuildOptions(**{**OPTIONS, "cache_dir": tmp_path, "limit": 128, "state_wait_s": 30,
+                              "state_poll_s": 0})
+    report = build_lut(tiny, agent, db, "onnx", options, progress=False, log=lambda msg: None)
+    # batch 1, one probe, batch 2: a wait that went on would poll again (state_poll_s = 0)
+    assert agent.calls == 3 and report.measured == 128 and len(rows(db)) == 128
 
 
 def test_fast_state_is_the_low_tenth_percentile_of_the_batches():
