@@ -126,8 +126,8 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     `remeasure` times, keeping the attempt whose reference ran fastest, and each attempt waits
     (at most `state_wait_s`) for the reference alone to run in that state: the build's own rule
     (`profiler.measure.measure_batch`), so that the model is measured in the state the LUT
-    describes. Each round records its attempts and its reference's drift, and how many of the
-    model's passes its figures pool (the runner's fast passes, `BenchmarkSettings.fast_passes_pct`)."""
+    describes. Each round records its attempts, its reference's drift and the median of each
+    of the model's passes (a switch of the host's state within the process shows there)."""
     agent = open_agent("local", runtime)
     cold_files, copies = cold or ([], [])
     n = len(layer_files)
@@ -141,7 +141,7 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
         layout = plan_batch(extra, [Group(model_path, (*layer_files, *cold_files))])
         hot_at, cold_at = layout.layers_at[0][:n], layout.layers_at[0][n:]
         medians, p10s, covs, sums, sums_p10, terms_p10, busy = [], [], [], [], [], [], []
-        cold_sums, cold_sums_p10, attempts, drifts, kept_passes = [], [], [], [], []
+        cold_sums, cold_sums_p10, attempts, drifts, pass_medians = [], [], [], [], []
         for _ in range(rounds):
             if reference is None:
                 result = agent.benchmark(layout.files, settings)
@@ -156,7 +156,7 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
             medians.append(batch[layout.model_at[0]])
             p10s.append(batch_p10[layout.model_at[0]])
             covs.append(result.timings[layout.model_at[0]].cov)
-            kept_passes.append(result.timings[layout.model_at[0]].passes_kept)
+            pass_medians.append(list(result.timings[layout.model_at[0]].pass_medians_ms))
             if layer_files:
                 sums.append(layers_now_ms(batch, hot_at, batch[0]))
                 sums_p10.append(layers_now_ms(batch_p10, hot_at, batch[0]))
@@ -169,7 +169,7 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
            "p10_ms": statistics.median(p10s), "round_p10_ms": p10s, "others_busy": busy,
            "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs,
-           "round_passes_kept": kept_passes}
+           "round_pass_medians_ms": pass_medians}
     if reference is not None:
         out |= {"reference_anchor_ms": reference.value_ms, "round_attempts": attempts,
                 "round_reference_drift_pct": drifts}

@@ -48,10 +48,11 @@ class BenchmarkSettings:
     # more than 0.7% (TFLite) / 4.7% (ONNX) over 10 processes, vs 41% / 4.3% with 1 pass.
     repeats: int = 3
     # pool only the passes of a model within this many % of its fastest pass (runner
-    # `--fast-passes`; None: every pass): the LUT describes the device's fast state, and a core
-    # that turns slow for seconds slows whole passes. 10: a pass in the same state lies within
-    # ~8% of the fastest (docs/lut.md, "Noise protocol"). The runner only: vendor tools have no passes.
-    fast_passes_pct: float | None = 10.0
+    # `--fast-passes`; None, the default: every pass). Off: measured side by side on this host,
+    # it lowered layer rows more than whole networks (a layer's pass is 0.05 s, a network's ~1 s,
+    # and the core's slow state switches within a second), so LUT sums fell further below the
+    # networks they predict (docs/lut.md, "Noise protocol"). The runner only: vendor tools have no passes.
+    fast_passes_pct: float | None = None
     # per-operator times of the timed runs (runner: ONNX Runtime's profiler; phones' benchmark_model:
     # --enable_op_profiling), returned in `BatchResult.op_profiles`. Off for LUT builds: the
     # profiler's own bookkeeping adds time to every operator.
@@ -71,8 +72,8 @@ class ModelTiming:
     std_ms: float
     min_ms: float
     max_ms: float
-    # the runner's passes (`BenchmarkSettings.fast_passes_pct`): each pass's median, in order,
-    # and how many of them the statistics pool; () and None where the source has no passes
+    # the runner's passes: each pass's median, in order (when more than one), and how many of
+    # them the statistics pool (with `BenchmarkSettings.fast_passes_pct`; None: all of them)
     pass_medians_ms: tuple[float, ...] = ()
     passes_kept: int | None = None
 

@@ -203,7 +203,7 @@ def parse_results(
         if missing:
             raise BadTiming(f"{model.name}: the runner's result lacks {', '.join(missing)}")
         passes = {}
-        if "pass_medians_ms" in record:  # --fast-passes: checked with the rest by ModelTiming.checked
+        if "pass_medians_ms" in record:  # > 1 pass: checked with the rest by ModelTiming.checked
             if not isinstance(record["pass_medians_ms"], list):
                 raise BadTiming(f"{model.name}: the runner reported pass_medians_ms = "
                                 f"{record['pass_medians_ms']!r}, expected a list of ms")

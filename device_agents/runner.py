@@ -45,11 +45,11 @@ Timing protocol (all times in ms in the output, measured in ns):
    of the machine (frequency, thermal, background load) then spreads over all models of the
    batch instead of biasing whichever model happened to run during it. Each pass does its
    own warm-up, because the other models evicted the caches in between.
-4. ``--fast-passes PCT``: only the passes whose median is within PCT % of the model's fastest
-   pass are pooled (``fast_passes``): a core that switches into a slower state for seconds
-   slows whole passes, and the LUT describes the fast state (docs/lut.md, "Noise protocol").
-   The model's line then also holds ``"pass_medians_ms"`` (every pass, in order) and
-   ``"passes_kept"``. Without it every pass is pooled.
+4. With more than one pass, the model's line also holds ``"pass_medians_ms"`` (each pass's
+   median, in order): a switch of the machine's state within the batch shows there.
+   ``--fast-passes PCT`` pools only the passes whose median is within PCT % of the model's
+   fastest pass (``fast_passes``; the line then says ``"passes_kept"``); without it (the
+   profiler's default, docs/lut.md "Noise protocol" says why) every pass is pooled.
 5. Statistics of the pooled runs: median (the LUT figure), mean, p10/p90 (numpy's linear
    interpolation), population std, min, max.
 
@@ -372,8 +372,9 @@ def run_batch(models: list[str], args, out) -> None:
                 kept = fast_passes(timed[index], args.fast_passes)
                 runs = [t for p, keep in zip(timed[index], kept) if keep for t in p]
                 record = {"index": index, "name": name, **summarize(runs)}
-                if args.fast_passes is not None:
+                if len(timed[index]) > 1:  # a state switch within the batch shows here
                     record["pass_medians_ms"] = [round(float(np.median(p)) / 1e6, 6) for p in timed[index]]
+                if args.fast_passes is not None:
                     record["passes_kept"] = sum(kept)
                 if args.op_profile:  # the same runs: a left-out pass's timed runs are skipped like warm-up ones
                     profiled = [(w, n) if keep else (w + n, 0) for (w, n), keep in zip(passes[index], kept)]

@@ -91,8 +91,10 @@ def measured_row(cfg: LayerConfig, t: ModelTiming, m: BatchMeasurement, info: De
     profiler = {**provenance, "device": identity, "raw_median_ms": t.median_ms, "raw_mean_ms": t.mean_ms,
                 "raw_p10_ms": t.p10_ms, "raw_p90_ms": t.p90_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
                 "cov": round(t.cov, 5)}
-    if t.passes_kept is not None:  # the runner's fast passes (BenchmarkSettings.fast_passes_pct)
-        profiler |= {"pass_medians_ms": list(t.pass_medians_ms), "passes_kept": t.passes_kept}
+    if t.pass_medians_ms:  # the runner's passes: a state switch within the batch shows here
+        profiler["pass_medians_ms"] = list(t.pass_medians_ms)
+    if t.passes_kept is not None:  # BenchmarkSettings.fast_passes_pct
+        profiler["passes_kept"] = t.passes_kept
     if delegation is not None:
         profiler[GPU_DELEGATION] = delegation_record(delegation)
     state_before, state_after = m.result.state_before, m.result.state_after

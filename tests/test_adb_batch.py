@@ -24,8 +24,8 @@ def test_scripts_quote_everything():
     for line in text.splitlines()[1:]:
         shlex.split(line)  # every line is well-formed sh words
     assert "--cpus 7" in runner_script(plan, BenchmarkSettings(runtime="onnx"), "7")
-    assert "--fast-passes 10.0" in runner_script(plan, BenchmarkSettings(runtime="onnx"), "7")
-    assert "--fast-passes" not in runner_script(plan, BenchmarkSettings(runtime="onnx", fast_passes_pct=None), "7")
+    assert "--fast-passes 10.0" in runner_script(plan, BenchmarkSettings(runtime="onnx", fast_passes_pct=10.0), "7")
+    assert "--fast-passes" not in runner_script(plan, BenchmarkSettings(runtime="onnx"), "7")  # off by default
 
 
 def test_rc_marker_round_trip():

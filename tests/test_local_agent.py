@@ -1,4 +1,5 @@
 """The on-host runner, the local agent and the device-state readers, on real tiny models."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -157,7 +158,8 @@ def test_runner_fast_passes_pool_only_the_passes_near_the_fastest(tmp_path, monk
             mod.run_batch(args.models, args, f)
         records[bool(flags)] = [json.loads(line) for line in out.read_text().splitlines()]
     pooled, fast = records[False], records[True]
-    assert pooled[0]["n"] == 12 and pooled[0]["max_ms"] == 1.6 and "pass_medians_ms" not in pooled[0]
+    assert pooled[0]["n"] == 12 and pooled[0]["max_ms"] == 1.6 and "passes_kept" not in pooled[0]
+    assert pooled[0]["pass_medians_ms"] == [1.0, 1.6, 1.05]  # more than one pass: each one's median
     assert fast[0]["n"] == 8 and fast[0]["max_ms"] == 1.05 and fast[0]["min_ms"] == 1.0
     assert fast[0]["pass_medians_ms"] == [1.0, 1.6, 1.05] and fast[0]["passes_kept"] == 2
     assert fast[1]["n"] == 12 and fast[1]["passes_kept"] == 3  # every pass in the same state: all pooled
@@ -197,8 +199,10 @@ def test_local_agent_end_to_end_onnx(models):
     settings = BenchmarkSettings(runtime="onnx", warmup_runs=2, min_runs=20, max_runs=200, min_seconds=0.01)
     result = agent.benchmark([models["b"], models["a"]], settings)
     assert [t.name for t in result.timings] == ["b.onnx", "a.onnx"]
-    assert all(len(t.pass_medians_ms) == settings.repeats and 1 <= t.passes_kept <= settings.repeats
-               for t in result.timings)  # BenchmarkSettings.fast_passes_pct reaches the runner
+    assert all(len(t.pass_medians_ms) == settings.repeats and t.passes_kept is None  # every pass pooled
+               for t in result.timings)
+    fast = agent.benchmark([models["a"]], dataclasses.replace(settings, fast_passes_pct=10.0)).timings[0]
+    assert 1 <= fast.passes_kept <= settings.repeats  # BenchmarkSettings.fast_passes_pct reaches the runner
     assert all(t.n >= 20 and t.p10_ms <= t.median_ms <= t.p90_ms for t in result.timings)
     assert isinstance(result.state_before, DeviceState) and isinstance(result.state_after, DeviceState)
     if hasattr(os, "sched_getaffinity"):

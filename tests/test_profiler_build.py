@@ -108,7 +108,7 @@ class ScriptedAgent:
         for path in models:
             ms = self._ms(Path(path), drift)
             timings.append(ModelTiming(Path(path).name, 50, ms, ms, ms * 0.99, ms * 1.01, ms * 0.01, ms * 0.98,
-                                       ms * 1.1))
+                                       ms * 1.1, pass_medians_ms=(ms,) * settings.repeats))
             self.benchmarked.append(Path(path).name)
         return BatchResult(timings, DeviceState(), DeviceState())
 
@@ -156,6 +156,7 @@ def test_build_writes_every_key_minus_the_overhead_and_keeps_the_raw_median(tiny
         profiler = json.loads(state_after)["profiler"]
         assert profiler["raw_median_ms"] == pytest.approx(median + OVERHEAD_MS)
         assert profiler["overhead_ms"] == OVERHEAD_MS and profiler["attempts"] == 1
+        assert profiler["pass_medians_ms"] == [pytest.approx(median + OVERHEAD_MS)] * 3  # the runner's 3 passes
     table = LatencyTable.load(db, "fake:dev", "onnx", slice_runtime("onnx").options)
     assert table.overhead_ms == pytest.approx(OVERHEAD_MS)
     cfg = tiny.max_config()
