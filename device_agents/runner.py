@@ -297,7 +297,9 @@ def fast_passes(passes: list[list[int]], within_pct: float | None) -> list[bool]
     A core that switches for seconds to minutes into a slower state (a VM's host, a phone's
     thermal or frequency governor) slows whole passes, since one pass is a contiguous block of
     runs; pooled, a batch's slow passes pull the median up by a share nobody chose. Every
-    model is its own probe here, so no reference layer has to stand for the others."""
+    model is its own probe here, so no reference layer has to stand for the others. Off in the
+    profiler: where the state switches within a second, a layer's short passes find the fast
+    instants and a network's long ones cannot (docs/lut.md, "Noise protocol")."""
     if within_pct is None or len(passes) < 2:
         return [True] * len(passes)
     medians = [float(np.median(p)) for p in passes]
