@@ -33,30 +33,30 @@ import numpy as np  # noqa: E402
 from benchmarks.bench_lut import machine, versions  # noqa: E402
 from benchmarks.bench_predict import same_batch_files  # noqa: E402
 from device_agents import runner  # noqa: E402
+from device_agents.contract import BenchmarkSettings  # noqa: E402
 from profiler.export import ModelCache  # noqa: E402
 from profiler.same_batch import layers_now_ms  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONTRACT_RUNS = dict(warmup=10, min_runs=50, max_runs=1000, min_seconds=0.05)  # BenchmarkSettings' defaults
+SETTINGS = BenchmarkSettings(runtime="tflite")  # the profiler's warm-up and runs per pass
 
 
 def one_batch(files: list[str], passes: int, within_pct: float, rng) -> dict:
     """One process-like batch: fresh interpreters, `passes` interleaved passes; both statistics."""
+    s = SETTINGS
     loaded = [runner.TfliteModel(f, 1, "xnnpack", rng) for f in files]
     timed: list[list[list[int]]] = [[] for _ in files]
     for _ in range(passes):
         for i, model in enumerate(loaded):
-            timed[i].append(runner.time_pass(model.run, CONTRACT_RUNS["warmup"], CONTRACT_RUNS["min_runs"],
-                                             CONTRACT_RUNS["max_runs"], CONTRACT_RUNS["min_seconds"]))
+            timed[i].append(runner.time_pass(model.run, s.warmup_runs, s.min_runs, s.max_runs, s.min_seconds))
+    fast = [runner.fast_passes([float(np.median(p)) for p in model_passes], within_pct) for model_passes in timed]
     out = {}
-    for label, pct in (("pooled", None), ("fast", within_pct)):
-        medians = []
-        for model_passes in timed:
-            keep = runner.fast_passes(model_passes, pct)
-            medians.append(float(np.median(np.concatenate([p for p, k in zip(model_passes, keep) if k]))) / 1e6)
+    for label, keeps in (("pooled", [[True] * passes for _ in timed]), ("fast", fast)):
+        medians = [float(np.median(np.concatenate([p for p, k in zip(model_passes, keep) if k]))) / 1e6
+                   for model_passes, keep in zip(timed, keeps)]
         whole, layers = medians[1], layers_now_ms(medians, range(2, len(files)), medians[0])
         out[label] = {"whole_ms": whole, "layers_now_ms": layers, "error_pct": 100 * (layers / whole - 1)}
-    out["whole_passes_kept"] = sum(runner.fast_passes(timed[1], within_pct))
+    out["whole_passes_kept"] = sum(fast[1])
     return out
 
 

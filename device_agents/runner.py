@@ -290,9 +290,9 @@ def time_pass(run, warmup: int, min_runs: int, max_runs: int, min_seconds: float
     return times
 
 
-def fast_passes(passes: list[list[int]], within_pct: float | None) -> list[bool]:
-    """Per pass of one model, whether its median is within `within_pct` % of its fastest pass's
-    median (every pass when `within_pct` is None): the passes of the machine's fast state.
+def fast_passes(pass_medians: list[float], within_pct: float | None) -> list[bool]:
+    """Per pass of one model (given by its median), whether it is within `within_pct` % of the
+    fastest pass (every pass when `within_pct` is None): the passes of the machine's fast state.
 
     A core that switches for seconds to minutes into a slower state (a VM's host, a phone's
     thermal or frequency governor) slows whole passes, since one pass is a contiguous block of
@@ -300,11 +300,10 @@ def fast_passes(passes: list[list[int]], within_pct: float | None) -> list[bool]
     model is its own probe here, so no reference layer has to stand for the others. Off in the
     profiler: where the state switches within a second, a layer's short passes find the fast
     instants and a network's long ones cannot (docs/lut.md, "Noise protocol")."""
-    if within_pct is None or len(passes) < 2:
-        return [True] * len(passes)
-    medians = [float(np.median(p)) for p in passes]
-    bound = min(medians) * (1 + within_pct / 100)
-    return [m <= bound for m in medians]
+    if within_pct is None or len(pass_medians) < 2:
+        return [True] * len(pass_medians)
+    bound = min(pass_medians) * (1 + within_pct / 100)
+    return [m <= bound for m in pass_medians]
 
 
 def summarize(times_ns) -> dict:
@@ -371,11 +370,12 @@ def run_batch(models: list[str], args, out) -> None:
                 del loaded[index]
                 continue
             if last:
-                kept = fast_passes(timed[index], args.fast_passes)
+                medians_ns = [float(np.median(p)) for p in timed[index]]
+                kept = fast_passes(medians_ns, args.fast_passes)
                 runs = [t for p, keep in zip(timed[index], kept) if keep for t in p]
                 record = {"index": index, "name": name, **summarize(runs)}
                 if len(timed[index]) > 1:  # a state switch within the batch shows here
-                    record["pass_medians_ms"] = [round(float(np.median(p)) / 1e6, 6) for p in timed[index]]
+                    record["pass_medians_ms"] = [round(m / 1e6, 6) for m in medians_ns]
                 if args.fast_passes is not None:
                     record["passes_kept"] = sum(kept)
                 if args.op_profile:  # the same runs: a left-out pass's timed runs are skipped like warm-up ones
