@@ -8,12 +8,12 @@
 
 For each model, runtime and layer context (`--contexts`: "alone" rows, and "cold" =
 weights-cold rows, TFLite only): `predict_model` with `measure_missing` on this host
-(`--device local`, `--passes` passes per missing key, each key keeping its lowest-p10 row:
+(`--device local`, `--passes` passes per key, each key keeping its lowest-p10 row:
 `profiler/passes.py`) fills a benchmark LUT (`<workdir>/lut.sqlite`, one slice per context,
 resumable), then the whole model is exported (the profiler's exporter, same I/O convention as
 the LUT rows) and measured on this host `--rounds` times, once per model and runtime (each
-round gated to the LUT's fast state like a build batch, `--remeasure`: `measure_whole`), and
-compared with each context's prediction twice:
+round gated to the LUT's fast state like a build batch, `--remeasure`: `WholeModelRounds`), and
+compared with each context's prediction three times:
 
 - medians: the LUT's median rows summed (+ the slice's overhead) against the whole model's
   median over rounds of its per-round medians (raw: it includes the per-invoke overhead the
@@ -24,7 +24,13 @@ compared with each context's prediction twice:
   against the whole model's p10, median over rounds of the per-round p10: the rule of
   `lutbuild verify`'s "LUT p10 vs network p10" line (`profiler/verify.py`, `_fast_state`).
   This host's core has a ~1.4x slow state lasting seconds to minutes (docs/predict.md, "Why
-  the LUT sum misses"): a median takes whichever state held most runs, a p10 the fast one.
+  the LUT sum misses"): a median takes whichever state held most runs, a p10 the fast one;
+- fastest round: both predictions against the model's round with the lowest p10, kept whole
+  (its median and p10), as a LUT row keeps its lowest-p10 pass.
+
+`--interleave` spreads both sides over the same minutes: sweep k = pass k of every model's keys,
+then round k of every model (`bench_interleaved`); without it each model is filled, then
+measured, before the next.
 
 With `--same-batch` the model's own LUT layer files (alone context) are timed in the same
 runner batches, and their sum is a second, same-state reference, for the medians and for
@@ -33,8 +39,9 @@ whole, `profiler/same_batch.py`, `verify_report.same_batch_stats`). Reported: pr
 measured ms, both errors, the share of the predicted latency from generic keys, and the wall
 time of a predict with the LUT warm (from the exported .onnx file, in process; the CLI adds
 ~3-8 s of Python imports). Writes `benchmarks/results/bench_predict-<date>.json` (machine,
-versions, settings, the load average before and after each model's measurement, the p10
-breakdown). Timings on a shared host are noisy: the figures say so with their load average.
+versions, settings and the runner settings of the rounds, the load average before and after
+each model's measurement and at each round, the p10 breakdown). Timings on a shared host are
+noisy: the figures say so with their load average.
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,6 +61,7 @@ if __package__ in (None, ""):  # `python benchmarks/bench_predict.py`
 import torch  # noqa: E402
 
 from benchmarks.bench_lut import machine, versions  # noqa: E402
+from device_agents.contract import BenchmarkSettings  # noqa: E402
 from device_agents.device_state import others_busy  # noqa: E402
 from profiler import calibrate  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
@@ -98,12 +107,13 @@ def lut_reference(db_path: Path, device_id: str, runtime: str) -> calibrate.Refe
     return reference if reference.value_ms is not None else None
 
 
-def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=(),
-                  cold: tuple[list[Path], list[int]] | None = None, lut: Path | None = None,
-                  remeasure: int = 0, state_wait_s: float = BuildOptions.state_wait_s) -> dict:
-    """The whole model on this host over `rounds` benchmark processes (raw ms): the median of
-    the per-round medians, and the fast-state figure, the median of the per-round p10s (the
-    rule of `verify`'s fast-state line, `profiler/verify.py` `_fast_state`).
+def round_settings(runtime: str) -> BenchmarkSettings:
+    """The runner settings of every whole-model round: the LUT's defaults, 1 thread, 3 passes."""
+    return benchmark_settings(runtime, threads=1, repeats=3)
+
+
+class WholeModelRounds:
+    """The whole model on this host, one benchmark process per `time_round` (raw ms).
 
     With `layer_files` (the model's own LUT layer models, one per layer of the breakdown,
     repeats allowed), each process times them in the SAME batch as the whole model
@@ -118,7 +128,7 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     `cold` (the weights-cold files of the same lines and their copies, `--contexts cold`): timed
     in the same batches too, their per-copy sum is `cold_layers_now_ms` / `..._p10_ms`. Every
     round also records how busy the other cores were (`others_busy`, 0..1; docs/predict.md,
-    "Co-runners").
+    "Co-runners"), the load average and the time it started.
 
     `lut`: its hot slice's reference layer (`lut_reference`, with its fast-state anchor) is timed in every
     round, second after the overhead model, as in a build batch; a round whose reference runs
@@ -127,71 +137,117 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     (at most `state_wait_s`) for the reference alone to run in that state: the build's own rule
     (`profiler.measure.measure_batch`), so that the model is measured in the state the LUT
     describes. Each round records its attempts, its reference's drift and the median of each
-    of the model's passes (a switch of the host's state within the process shows there)."""
-    agent = open_agent("local", runtime)
-    cold_files, copies = cold or ([], [])
-    n = len(layer_files)
-    gate = BuildOptions(max_remeasure=remeasure, settle_s=0, state_wait_s=state_wait_s)
-    try:
-        settings = benchmark_settings(runtime, threads=1, repeats=3)
-        info = agent.info()
-        core = info.cpu_core  # 1 thread: the core the benchmark is pinned to
-        reference = lut_reference(lut, info.device_id, runtime) if lut else None
-        extra = [cache.overhead(), *(cache.layers([reference.layer]) if reference else [])]
-        layout = plan_batch(extra, [Group(model_path, (*layer_files, *cold_files))])
-        hot_at, cold_at = layout.layers_at[0][:n], layout.layers_at[0][n:]
-        medians, p10s, covs, sums, sums_p10, terms_p10, busy = [], [], [], [], [], [], []
-        cold_sums, cold_sums_p10, attempts, drifts, pass_medians = [], [], [], [], []
-        for _ in range(rounds):
-            if reference is None:
-                result = agent.benchmark(layout.files, settings)
+    of the model's passes (a switch of the host's state within the process shows there).
+
+    The files and the batch layout are made once; rounds can then be spread in time
+    (`--interleave`: one round per sweep over the models)."""
+
+    def __init__(self, model_path: Path, runtime: str, cache: ModelCache, layer_files=(),
+                 cold: tuple[list[Path], list[int]] | None = None, lut: Path | None = None,
+                 remeasure: int = 0, state_wait_s: float = BuildOptions.state_wait_s):
+        self.runtime = runtime
+        cold_files, self.copies = cold or ([], [])
+        n = len(layer_files)
+        self.gate = BuildOptions(max_remeasure=remeasure, settle_s=0, state_wait_s=state_wait_s)
+        self.settings = round_settings(runtime)
+        agent = open_agent("local", runtime)
+        try:
+            info = agent.info()
+        finally:
+            agent.close()
+        self.core = info.cpu_core  # 1 thread: the core the benchmark is pinned to
+        self.reference = lut_reference(lut, info.device_id, runtime) if lut else None
+        extra = [cache.overhead(), *(cache.layers([self.reference.layer]) if self.reference else [])]
+        self.layout = plan_batch(extra, [Group(model_path, (*layer_files, *cold_files))])
+        self.hot_at, self.cold_at = self.layout.layers_at[0][:n], self.layout.layers_at[0][n:]
+        self.rounds: dict[str, list] = {k: [] for k in (
+            "medians", "p10s", "covs", "sums", "sums_p10", "terms_p10", "busy", "cold_sums", "cold_sums_p10",
+            "attempts", "drifts", "pass_medians", "started", "load")}
+
+    def time_round(self) -> None:
+        """One benchmark process (gated when the LUT has a reference), its figures appended."""
+        r, at = self.rounds, self.layout.model_at[0]
+        r["started"].append(datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        r["load"].append(os.getloadavg())
+        agent = open_agent("local", self.runtime)
+        try:
+            if self.reference is None:
+                result = agent.benchmark(self.layout.files, self.settings)
             else:
-                kept = measure_batch(agent, layout.files, settings, reference, gate, lambda line: None)
+                kept = measure_batch(agent, self.layout.files, self.settings, self.reference, self.gate,
+                                     lambda line: None)
                 result = kept.result
-                attempts.append(kept.attempts)
-                drifts.append(kept.drift_pct)
-            busy.append(others_busy(result.state_before, result.state_after, core))
-            batch = [t.median_ms for t in result.timings]
-            batch_p10 = [t.p10_ms for t in result.timings]
-            medians.append(batch[layout.model_at[0]])
-            p10s.append(batch_p10[layout.model_at[0]])
-            covs.append(result.timings[layout.model_at[0]].cov)
-            pass_medians.append(list(result.timings[layout.model_at[0]].pass_medians_ms))
-            if layer_files:
-                sums.append(layers_now_ms(batch, hot_at, batch[0]))
-                sums_p10.append(layers_now_ms(batch_p10, hot_at, batch[0]))
-                terms_p10.append([batch_p10[p] - batch[0] for p in hot_at])
-            if cold_files:
-                cold_sums.append(layers_now_ms(batch, cold_at, batch[0], copies))
-                cold_sums_p10.append(layers_now_ms(batch_p10, cold_at, batch[0], copies))
-    finally:
-        agent.close()
-    out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
-           "p10_ms": statistics.median(p10s), "round_p10_ms": p10s, "others_busy": busy,
-           "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": covs,
-           "round_pass_medians_ms": pass_medians}
-    if reference is not None:
-        out |= {"reference_anchor_ms": reference.value_ms, "round_attempts": attempts,
-                "round_reference_drift_pct": drifts}
-    if sums:
-        same = SameBatch(medians, sums, p10s, sums_p10)
-        out |= {"layers_now_ms": same.layers_now_ms, "round_layers_now_ms": sums,
-                "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)],
-                "error_vs_layers_now_pct": same.error_pct,
-                "layers_now_p10_ms": statistics.median(sums_p10), "round_layers_now_p10_ms": sums_p10,
-                # per term of the breakdown: its p10 now less the batch's overhead (a p10 row), median over rounds
-                "terms_now_p10_ms": [statistics.median(t) for t in zip(*terms_p10)],
-                # verify_report.same_batch_stats' paired p10 rule: median over rounds of layers / whole
-                "error_vs_layers_now_p10_pct": 100 * (statistics.median(
-                    x / w for x, w in zip(sums_p10, p10s)) - 1)}
-    if cold_sums:
-        out |= {"cold_layers_now_ms": statistics.median(cold_sums), "round_cold_layers_now_ms": cold_sums,
-                "round_cold_layers_now_p10_ms": cold_sums_p10,
-                "error_vs_cold_layers_now_pct": 100 * (statistics.median(
-                    x / w for x, w in zip(cold_sums, medians)) - 1),
-                "error_vs_cold_layers_now_p10_pct": 100 * (statistics.median(
-                    x / w for x, w in zip(cold_sums_p10, p10s)) - 1)}
-    return out
+                r["attempts"].append(kept.attempts)
+                r["drifts"].append(kept.drift_pct)
+        finally:
+            agent.close()
+        self.load_end = os.getloadavg()
+        r["busy"].append(others_busy(result.state_before, result.state_after, self.core))
+        batch = [t.median_ms for t in result.timings]
+        batch_p10 = [t.p10_ms for t in result.timings]
+        r["medians"].append(batch[at])
+        r["p10s"].append(batch_p10[at])
+        r["covs"].append(result.timings[at].cov)
+        r["pass_medians"].append(list(result.timings[at].pass_medians_ms))
+        if self.hot_at:
+            r["sums"].append(layers_now_ms(batch, self.hot_at, batch[0]))
+            r["sums_p10"].append(layers_now_ms(batch_p10, self.hot_at, batch[0]))
+            r["terms_p10"].append([batch_p10[p] - batch[0] for p in self.hot_at])
+        if self.cold_at:
+            r["cold_sums"].append(layers_now_ms(batch, self.cold_at, batch[0], self.copies))
+            r["cold_sums_p10"].append(layers_now_ms(batch_p10, self.cold_at, batch[0], self.copies))
+
+    def summary(self) -> dict:
+        """The median of the per-round medians, and the fast-state figure, the median of the
+        per-round p10s (the rule of `verify`'s fast-state line, `profiler/verify.py`
+        `_fast_state`); and the round with the lowest p10 kept whole (`fastest_round`, its
+        median and p10): the rule by which a LUT row keeps one of its passes
+        (`profiler/passes.py`), so that with rows measured in `--passes` spread over the same
+        sweeps (`--interleave`) both sides take the same statistic of the same time window."""
+        r = self.rounds
+        medians, p10s = r["medians"], r["p10s"]
+        fastest = min(range(len(p10s)), key=p10s.__getitem__)
+        out = {"median_ms": statistics.median(medians), "round_medians_ms": medians,
+               "p10_ms": statistics.median(p10s), "round_p10_ms": p10s, "others_busy": r["busy"],
+               "fastest_round": fastest, "fastest_round_median_ms": medians[fastest],
+               "fastest_round_p10_ms": p10s[fastest],
+               "cov_between_rounds": statistics.pstdev(medians) / statistics.mean(medians), "cov_within": r["covs"],
+               "round_pass_medians_ms": r["pass_medians"], "round_started": r["started"], "round_load": r["load"],
+               "started": r["started"][0], "load_start": r["load"][0], "load_end": self.load_end}
+        if self.reference is not None:
+            out |= {"reference_anchor_ms": self.reference.value_ms, "round_attempts": r["attempts"],
+                    "round_reference_drift_pct": r["drifts"]}
+        sums, sums_p10 = r["sums"], r["sums_p10"]
+        if sums:
+            same = SameBatch(medians, sums, p10s, sums_p10)
+            out |= {"layers_now_ms": same.layers_now_ms, "round_layers_now_ms": sums,
+                    "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)],
+                    "error_vs_layers_now_pct": same.error_pct,
+                    "layers_now_p10_ms": statistics.median(sums_p10), "round_layers_now_p10_ms": sums_p10,
+                    # per term of the breakdown: its p10 now less the batch's overhead (a p10 row), median over rounds
+                    "terms_now_p10_ms": [statistics.median(t) for t in zip(*r["terms_p10"])],
+                    # verify_report.same_batch_stats' paired p10 rule: median over rounds of layers / whole
+                    "error_vs_layers_now_p10_pct": 100 * (statistics.median(
+                        x / w for x, w in zip(sums_p10, p10s)) - 1)}
+        cold_sums, cold_sums_p10 = r["cold_sums"], r["cold_sums_p10"]
+        if cold_sums:
+            out |= {"cold_layers_now_ms": statistics.median(cold_sums), "round_cold_layers_now_ms": cold_sums,
+                    "round_cold_layers_now_p10_ms": cold_sums_p10,
+                    "error_vs_cold_layers_now_pct": 100 * (statistics.median(
+                        x / w for x, w in zip(cold_sums, medians)) - 1),
+                    "error_vs_cold_layers_now_p10_pct": 100 * (statistics.median(
+                        x / w for x, w in zip(cold_sums_p10, p10s)) - 1)}
+        return out
+
+
+def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int, layer_files=(),
+                  cold: tuple[list[Path], list[int]] | None = None, lut: Path | None = None,
+                  remeasure: int = 0, state_wait_s: float = BuildOptions.state_wait_s) -> dict:
+    """`rounds` benchmark processes of the whole model back to back (`WholeModelRounds`), summarized."""
+    whole = WholeModelRounds(model_path, runtime, cache, layer_files, cold, lut, remeasure, state_wait_s)
+    for _ in range(rounds):
+        whole.time_round()
+    return whole.summary()
 
 
 def cold_files(model_path: Path, runtime: str, cache_dir: Path, hot: list[Path]) -> tuple[list[Path], list[int]]:
@@ -230,13 +286,14 @@ def contexts_for(runtime: str, contexts: list[str]) -> list[str]:
     return [c for c in contexts if runtime == "tflite" or c != COLD]
 
 
-def fill(name: str, runtime: str, shape: tuple, context: str, args) -> tuple[int, float]:
-    """`predict --measure-missing --passes N` of the geffnet factory into `context`'s slice:
+def fill(name: str, runtime: str, shape: tuple, context: str, args, passes: int | None = None) -> tuple[int, float]:
+    """`predict --measure-missing --passes N` of the geffnet factory into `context`'s slice (N:
+    `passes`, default `--passes`; a key whose row has seen fewer gets its further passes):
     (keys measured now, seconds)."""
     work = Path(args.workdir)
     options = PredictOptions(device="local", runtime=runtime, input_shape=shape, measure_missing=True,
-                             passes=args.passes, context=context, cache_dir=work / "cache",
-                             progress=not args.quiet)
+                             passes=args.passes if passes is None else passes, context=context,
+                             cache_dir=work / "cache", progress=not args.quiet)
     t0 = time.monotonic()
     filled = predict_model(f"geffnet:{name}", work / "lut.sqlite", options)
     return filled.measured_now, time.monotonic() - t0
@@ -273,50 +330,100 @@ def row_drift(report, terms_now_p10_ms: list[float], n: int = 6) -> list[dict]:
             for k, (lut, now, c) in ranked]
 
 
-def bench_model(name: str, runtime: str, px: int, contexts: list[str], args) -> list[dict]:
-    """One row per context: its predictions (median and p10) against ONE measurement of the model."""
-    if not contexts:  # e.g. --contexts cold with ONNX: nothing to compare
-        return []
-    work = Path(args.workdir)
-    shape = (1, 3, px, px)
-    filled = {c: fill(name, runtime, shape, c, args) for c in contexts}
-    import geffnet  # why: optional, benchmark only (pip install --no-deps geffnet); never a dependency
+@dataclass
+class ModelRun:
+    """One model and runtime of the benchmark: its fills per context, its files, its rounds."""
 
-    torch.manual_seed(0)
-    model = getattr(geffnet, name)().eval()
-    randomize_batchnorm(model)  # as every LUT layer is exported: a BatchNorm of a trained network never folds away
-    files = work / "models"
-    onnx_path = export_module(model, (torch.randn(*shape),), "onnx", files / f"{name}-{px}.onnx", image_out=False)
-    path = onnx_path if runtime == "onnx" else export_module(model, (torch.randn(*shape),), "tflite",
-                                                             files / f"{name}-{px}.tflite", image_out=False)
-    warm = {c: warm_predict(onnx_path, runtime, c, "median", args) for c in contexts}
-    fast = {c: warm_predict(onnx_path, runtime, c, "p10", args)[0] for c in contexts}
-    with ModelCache(work / "cache", runtime, jobs=1) as cache:
-        layer_files = same_batch_files(onnx_path, runtime, cache) if args.same_batch else []
-        cold = cold_files(onnx_path, runtime, work / "cache", layer_files) if args.same_batch and COLD in contexts \
-            else None
-        load_start, started = os.getloadavg(), datetime.now(timezone.utc)
-        measured = measure_whole(path, runtime, cache, args.rounds, layer_files, cold, work / "lut.sqlite",
-                                 args.remeasure)
-        load_end = os.getloadavg()
-    measured |= {"started": started.isoformat(timespec="seconds"), "load_start": load_start, "load_end": load_end}
-    rows = []
-    for c in contexts:
-        report, warm_s = warm[c]
-        rows.append({
-            "model": name, "runtime": runtime, "context": c, "px": px,
-            "predicted_ms": report.total_ms, "measured_ms": measured["median_ms"],
-            "error_pct": 100 * (report.total_ms / measured["median_ms"] - 1),
-            "predicted_p10_ms": fast[c].total_ms, "measured_p10_ms": measured["p10_ms"],
-            "fast_state_error_pct": 100 * (fast[c].total_ms / measured["p10_ms"] - 1),
-            "generic_share": report.generic_share, "layers": len(report.layers) - 1, "counts": report.counts(),
-            "keys_measured_now": filled[c][0], "fill_s": filled[c][1], "warm_predict_s": warm_s,
-            "weights_mib": report.weights_mib, "top_keys_p10": top_lines(fast[c]),
-            "default_context": choose_context(AUTO, runtime, round(report.weights_mib * 2**20))[0] == c,
-            **({"row_drift_p10": row_drift(fast[c], measured["terms_now_p10_ms"])}
-               if c == ALONE and "terms_now_p10_ms" in measured else {}),
-            "measured": measured})
-    return rows
+    name: str
+    runtime: str
+    px: int
+    contexts: list[str]
+    filled: dict[str, list] = field(default_factory=dict)  # context -> [keys measured, seconds]
+    onnx_path: Path | None = None
+    path: Path | None = None  # the file measured: the .onnx, or the .tflite converted from the same module
+    whole: WholeModelRounds | None = None
+
+    def fill(self, args, passes: int | None = None) -> None:
+        """`fill` of every context (`passes`: up to that pass; default `--passes`), times added up."""
+        for c in self.contexts:
+            n, s = fill(self.name, self.runtime, (1, 3, self.px, self.px), c, args, passes)
+            keys, seconds = self.filled.get(c, [0, 0.0])
+            self.filled[c] = [max(keys, n), seconds + s]
+
+    def time_round(self, args) -> None:
+        """One benchmark process of the whole model (its files and batch made on the first call)."""
+        if self.whole is None:
+            self.export(args)
+            work = Path(args.workdir)
+            with ModelCache(work / "cache", self.runtime, jobs=1) as cache:
+                layer_files = same_batch_files(self.onnx_path, self.runtime, cache) if args.same_batch else []
+                cold = cold_files(self.onnx_path, self.runtime, work / "cache", layer_files) \
+                    if args.same_batch and COLD in self.contexts else None
+                self.whole = WholeModelRounds(self.path, self.runtime, cache, layer_files, cold, work / "lut.sqlite",
+                                              args.remeasure)
+        self.whole.time_round()
+
+    def export(self, args) -> None:
+        """The geffnet model exported (the profiler's exporter, the LUT rows' I/O convention)."""
+        import geffnet  # why: optional, benchmark only (pip install --no-deps geffnet); never a dependency
+
+        torch.manual_seed(0)
+        model = getattr(geffnet, self.name)().eval()
+        randomize_batchnorm(model)  # as every LUT layer is exported: a BatchNorm of a trained network never folds away
+        files, shape = Path(args.workdir) / "models", (1, 3, self.px, self.px)
+        stem = f"{self.name}-{self.px}"
+        self.onnx_path = export_module(model, (torch.randn(*shape),), "onnx", files / f"{stem}.onnx", image_out=False)
+        self.path = self.onnx_path if self.runtime == "onnx" else export_module(
+            model, (torch.randn(*shape),), "tflite", files / f"{stem}.tflite", image_out=False)
+
+    def rows(self, args) -> list[dict]:
+        """One row per context: its predictions (median and p10) against ONE measurement of the model."""
+        warm = {c: warm_predict(self.onnx_path, self.runtime, c, "median", args) for c in self.contexts}
+        fast = {c: warm_predict(self.onnx_path, self.runtime, c, "p10", args)[0] for c in self.contexts}
+        measured = self.whole.summary()
+        rows = []
+        for c in self.contexts:
+            report, warm_s = warm[c]
+            rows.append({
+                "model": self.name, "runtime": self.runtime, "context": c, "px": self.px,
+                "predicted_ms": report.total_ms, "measured_ms": measured["median_ms"],
+                "error_pct": 100 * (report.total_ms / measured["median_ms"] - 1),
+                "predicted_p10_ms": fast[c].total_ms, "measured_p10_ms": measured["p10_ms"],
+                "fast_state_error_pct": 100 * (fast[c].total_ms / measured["p10_ms"] - 1),
+                # the round with the lowest p10 kept whole, as a LUT row keeps its lowest-p10 pass
+                "fastest_round_error_pct": 100 * (report.total_ms / measured["fastest_round_median_ms"] - 1),
+                "fastest_round_fast_state_error_pct": 100 * (fast[c].total_ms / measured["fastest_round_p10_ms"] - 1),
+                "generic_share": report.generic_share, "layers": len(report.layers) - 1, "counts": report.counts(),
+                "keys_measured_now": self.filled[c][0], "fill_s": self.filled[c][1], "warm_predict_s": warm_s,
+                "weights_mib": report.weights_mib, "top_keys_p10": top_lines(fast[c]),
+                "default_context": choose_context(AUTO, self.runtime, round(report.weights_mib * 2**20))[0] == c,
+                **({"row_drift_p10": row_drift(fast[c], measured["terms_now_p10_ms"])}
+                   if c == ALONE and "terms_now_p10_ms" in measured else {}),
+                "measured": measured})
+        return rows
+
+
+def bench_model(run: ModelRun, args) -> list[dict]:
+    """Fill the LUT (every pass), then the whole model's rounds back to back."""
+    run.fill(args)
+    for _ in range(args.rounds):
+        run.time_round(args)
+    return run.rows(args)
+
+
+def bench_interleaved(runs: list[ModelRun], args) -> list[dict]:
+    """`--interleave`: sweep k = pass k of every model's keys, then round k of every model, for k
+    = 1 .. max(--passes, --rounds). A key's passes and a model's rounds are then spread over the
+    same minutes (one sweep over six models: ~5-10 min), so that the lowest-p10 pass a row keeps
+    and the lowest-p10 round of the model are taken from the same host states."""
+    for k in range(1, max(args.passes, args.rounds) + 1):
+        if k <= args.passes:
+            for run in runs:
+                run.fill(args, passes=k)
+        if k <= args.rounds:
+            for run in runs:
+                run.time_round(args)
+    return [row for run in runs for row in run.rows(args)]
 
 
 def main(argv=None) -> None:
@@ -329,8 +436,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default=str(Path("~/.cache/netadaptv2/bench_predict").expanduser()),
                         help="benchmark LUT and exported models (resumable)")
     parser.add_argument("--passes", type=int, default=2,
-                        help="--measure-missing passes per missing key, each keeps its lowest-p10 row "
-                             "(only keys WITHOUT a row are measured: use a fresh --workdir)")
+                        help="--measure-missing passes per key, each keeps its lowest-p10 row (a key whose "
+                             "row has seen fewer passes gets its further ones; a fresh --workdir for new rows)")
     parser.add_argument("--contexts", default=ALONE,
                         help=f"layer contexts, comma-separated: {ALONE}[,{COLD}] ({COLD}: TFLite only)")
     parser.add_argument("--remeasure", type=int, default=2,
@@ -341,6 +448,9 @@ def main(argv=None) -> None:
     parser.add_argument("--same-batch", action="store_true",
                         help="also time the model's LUT layer files in the whole model's batches: the "
                              "error against layers measured under the same host state")
+    parser.add_argument("--interleave", action="store_true",
+                        help="sweep k = pass k of every model's keys, then round k of every model: a key's "
+                             "passes and a model's rounds spread over the same minutes (bench_interleaved)")
     args = parser.parse_args(argv)
     if args.passes < 1:
         parser.error(f"--passes: expected an integer >= 1, got {args.passes}")
@@ -357,10 +467,11 @@ def main(argv=None) -> None:
     except ImportError:
         sys.exit("bench_predict: needs geffnet: .venv/bin/pip install --no-deps geffnet (never torchvision)")
     native_activations()
-    rows = [row for m in models for r in runtimes for row in bench_model(m, r, px, contexts_for(r, contexts), args)]
+    runs = [ModelRun(m, r, px, cs) for m in models for r in runtimes if (cs := contexts_for(r, contexts))]
+    rows = bench_interleaved(runs, args) if args.interleave else [row for run in runs for row in bench_model(run, args)]
     print(f"\n{'model':24} {'runtime':7} {'context':7} {'px':>4} {'pred med':>8} {'meas med':>8} {'error':>7} "
-          f"{'pred p10':>8} {'meas p10':>8} {'fast err':>8} {'generic':>7} {'warm s':>6} {'same-batch':>10} "
-          f"{'same p10':>8} {'busy':>9}")
+          f"{'pred p10':>8} {'meas p10':>8} {'fast err':>8} {'fastest':>15} {'generic':>7} {'warm s':>6} "
+          f"{'same-batch':>10} {'same p10':>8} {'busy':>9}")
     for r in rows:
         m = r["measured"]
         prefix = "error_vs_cold_layers_now" if r["context"] == COLD else "error_vs_layers_now"  # its own files
@@ -369,16 +480,21 @@ def main(argv=None) -> None:
         busy = [b for b in m["others_busy"] if b is not None]
         load = f"{100 * max(busy):.0f}%" if busy else "-"
         context = r["context"] + ("*" if r["default_context"] else "")
+        fastest = f"{r['fastest_round_error_pct']:+.1f}/{r['fastest_round_fast_state_error_pct']:+.1f}%"
         print(f"{r['model']:24} {r['runtime']:7} {context:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
               f"{r['measured_ms']:>8.3f} {r['error_pct']:>+6.1f}% {r['predicted_p10_ms']:>8.3f} "
-              f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {100 * r['generic_share']:>6.1f}% "
+              f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {fastest:>15} "
+              f"{100 * r['generic_share']:>6.1f}% "
               f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {load:>9}")
-    print("* the context `lutbuild predict` reads by default (--context auto)")
+    print("* the context `lutbuild predict` reads by default (--context auto); fastest: the errors (median / p10) "
+          "against the model's round with the lowest p10")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps({"date": stamp.isoformat(timespec="seconds"), "machine": machine(),
-                               "versions": versions(), "settings": vars(args), "rows": rows,
+                               "versions": versions(), "settings": vars(args),
+                               "runner_settings": {r: asdict(round_settings(r)) for r in runtimes},
+                               "rows": rows,
                                "note": "shared CPU: each row's measured.load_start/load_end (load average)"},
                               indent=1) + "\n")
     print(f"wrote {out}")

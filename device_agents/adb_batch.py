@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .contract import AgentError, BenchmarkSettings
+from .contract import AgentError, BenchmarkSettings, runner_args
 from .gpu_delegate import GPU, gpu_flags
 
 DEVICE_ROOT = "/data/local/tmp/netadaptv2"  # the one place shell users may write and exec
@@ -62,18 +62,9 @@ def run_command() -> str:
 
 def runner_script(plan: BatchPlan, s: BenchmarkSettings, cpus: str) -> str:
     """Python runner: one process for the batch, results in `results.jsonl`."""
-    args = ["python3", f"../{RUNNER}", "--runtime", s.runtime, "--threads", str(s.threads),
-            "--delegate", s.delegate, "--warmup", str(s.warmup_runs), "--min-runs", str(s.min_runs),
-            "--max-runs", str(s.max_runs), "--min-seconds", str(s.min_seconds),
-            "--repeats", str(s.repeats), "--list-file", "models.txt", "--out", "results.jsonl"]
-    if s.fast_passes_pct is not None:
-        args += ["--fast-passes", str(s.fast_passes_pct)]
+    args = ["python3", f"../{RUNNER}", *runner_args(s, "models.txt", "results.jsonl")]
     if cpus:
         args += ["--cpus", cpus]
-    if s.op_profile:
-        args.append("--op-profile")
-    if s.ort_opt != "all":  # ONNX Runtime graph optimization level (part of the slice)
-        args += ["--ort-opt", s.ort_opt]
     return "\n".join([
         "#!/system/bin/sh",
         "rm -f results.jsonl",

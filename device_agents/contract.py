@@ -59,6 +59,22 @@ class BenchmarkSettings:
     op_profile: bool = False
 
 
+def runner_args(s: BenchmarkSettings, list_file: str, out: str) -> list[str]:
+    """The Python runner's options for `s` (`runner.py`), reading `list_file`, writing `out`: one
+    list for the local agent and the phone's batch script, so the two never drift apart (the
+    core pinning, `--cpus`, is each caller's own)."""
+    args = ["--runtime", s.runtime, "--threads", str(s.threads), "--delegate", s.delegate,
+            "--warmup", str(s.warmup_runs), "--min-runs", str(s.min_runs), "--max-runs", str(s.max_runs),
+            "--min-seconds", str(s.min_seconds), "--repeats", str(s.repeats), "--list-file", list_file, "--out", out]
+    if s.fast_passes_pct is not None:
+        args += ["--fast-passes", str(s.fast_passes_pct)]
+    if s.op_profile:
+        args.append("--op-profile")
+    if s.ort_opt != "all":  # ONNX Runtime graph optimization level (part of the slice)
+        args += ["--ort-opt", s.ort_opt]
+    return args
+
+
 @dataclass(frozen=True)
 class ModelTiming:
     """Statistics of one model's runs, in ms."""

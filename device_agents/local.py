@@ -29,6 +29,7 @@ from device_agents.contract import (
     DeviceState,
     ModelTiming,
     OpProfile,
+    runner_args,
 )
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -114,24 +115,7 @@ class LocalAgent:
             list_file = Path(tmp, "models.txt")
             list_file.write_text("".join(f"{m.resolve()}\n" for m in models), encoding="utf-8")
             out = Path(tmp, "results.jsonl")
-            args = [
-                "--runtime", settings.runtime,
-                "--threads", str(settings.threads),
-                "--delegate", settings.delegate,
-                "--warmup", str(settings.warmup_runs),
-                "--min-runs", str(settings.min_runs),
-                "--max-runs", str(settings.max_runs),
-                "--min-seconds", str(settings.min_seconds),
-                "--repeats", str(settings.repeats),
-                *(["--fast-passes", str(settings.fast_passes_pct)] if settings.fast_passes_pct is not None else []),
-                "--list-file", str(list_file),
-                "--out", str(out),
-            ]
-            if settings.op_profile:
-                args.append("--op-profile")
-            if settings.ort_opt != "all":  # ONNX Runtime graph optimization level (part of the slice)
-                args += ["--ort-opt", settings.ort_opt]
-            proc = self._run_runner(args, cpus=cpus, allow_fail=True)
+            proc = self._run_runner(runner_args(settings, str(list_file), str(out)), cpus=cpus, allow_fail=True)
             lines = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
         state_after = device_state.read_state()
         timings = parse_results(lines, models, stderr=proc.stderr, returncode=proc.returncode)

@@ -9,9 +9,12 @@ A key without a row: with `measure_missing`, every such key (ours and generic) i
 on the device by the project's build engine (`build_engine.run_build`: same slice, same
 provenance, batches committed in transactions, a re-run resumes), generic keys exported
 first as one-operator models (`generic_ops.py`) into the engine's model cache; then the
-model is predicted. Without it, a key of our kinds is estimated from its measured family
-when it can be (source ``interpolated``); anything else is missing, and the run stops with
-one line naming the first missing operators. Times in ms.
+model is predicted. With `passes` N > 1, a key whose measured row has seen fewer than N
+passes is measured again too (a run killed between passes, or N raised on a LUT filled
+before), as `lutbuild build --passes` resumes (`passes.py`). Without `measure_missing`, a
+key of our kinds is estimated from its measured family when it can be (source
+``interpolated``); anything else is missing, and the run stops with one line naming the
+first missing operators. Times in ms.
 
 The slice's layer context defaults to ``auto`` (`choose_context`): a TFLite model whose weights
 exceed what a core's cache keeps between two runs of one layer is read from the weights-cold
@@ -28,7 +31,7 @@ from lut_db.coverage import format_table
 from lut_db.errors import MissingLatencyError, UnknownSlice
 from lut_db.layer_key import GenericKey
 from lut_db.reader import LatencyTable
-from lut_db.schema import open_lut_for_writing
+from lut_db.schema import open_lut_for_reading, open_lut_for_writing
 from lut_db.writer import LutWriter
 
 from .agents import LOCAL, open_agent
@@ -40,6 +43,7 @@ from .export import ModelCache
 from .generic_ops import export_generic, generic_module
 from .graph_keys import GraphMapping, map_graph
 from .model_graph import load_model
+from .passes import measured_passes
 from .plan import Plan
 from .runtimes import ALONE, COLD, DEFAULT_CACHE_DIR, NCHWC, slice_runtime
 
@@ -97,7 +101,7 @@ class PredictReport:
     total_ms: float
     layers: list[LayerLatency]
     free_ops: int  # reshape-like operators with no kernel (no key, 0 ms)
-    measured_now: int = 0  # keys this run measured (--measure-missing)
+    measured_now: int = 0  # distinct keys this run measured (--measure-missing; further passes included)
     wall_s: float = 0.0
     weights_mib: float = 0.0  # the model's stored constants (`ModelGraph.weight_bytes`), MiB
     context_note: str = ""  # which layer context was read and, for `auto`, why
@@ -192,6 +196,8 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
                       must_exist=not options.measure_missing, note=context_note)
         measured_now = 0
         todo = _without_row(table, mapping)
+        if options.measure_missing:
+            todo += _short_of_passes(db_path, device_id, rt.name, rt.options, mapping, options.passes)
         if todo and options.measure_missing:
             for key in todo:  # an operator we cannot build fails here, before any measurement
                 if isinstance(key, GenericKey):
@@ -263,6 +269,20 @@ def _without_row(table: LatencyTable, mapping: GraphMapping) -> list:
     return table.missing(layer.key for layer in mapping.layers)
 
 
+def _short_of_passes(db_path: Path, device_id: str, runtime: str, options: str, mapping: GraphMapping,
+                     passes: int) -> list:
+    """Distinct keys of the model whose measured row has seen fewer than `passes` passes, in
+    model order: the build engine gives them their further passes (`passes.pass_todo`)."""
+    if passes <= 1 or not db_path.exists():
+        return []
+    db = open_lut_for_reading(db_path)
+    try:
+        seen = measured_passes(db, device_id, runtime, options)
+    finally:
+        db.close()
+    return [k for k in dict.fromkeys(layer.key for layer in mapping.layers) if seen.get(k.key, passes) < passes]
+
+
 def _measure(model: str, db_path: Path, mapping: GraphMapping, todo: list, agent, options: PredictOptions) -> int:
     """Measure `todo` on `agent` with the build engine into the slice; returns how many were measured."""
     build = BuildOptions(jobs=options.jobs, threads=options.threads, delegate=options.delegate,
@@ -289,4 +309,5 @@ def _measure(model: str, db_path: Path, mapping: GraphMapping, todo: list, agent
             LutWriter(db).register_space(space, all_keys)
     finally:
         db.close()
-    return sum(r.measured for r in report.reports)
+    # distinct keys measured: pass k holds every key of pass k - 1 (passes.pass_todo), so the largest pass counts them
+    return sum(max(r.measured, *r.remeasured.values(), 0) for r in report.reports)

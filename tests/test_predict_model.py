@@ -137,6 +137,29 @@ def test_measure_missing_fills_the_lut_then_predicts_from_it(tmp_path, tiny_onnx
     assert generic_line
 
 
+@pytest.mark.slow
+def test_raised_passes_measure_the_models_rows_again(tmp_path, tiny_onnx):
+    """`--passes 2` on a slice filled with one pass gives every key of the model its second
+    pass (as `lutbuild build --passes` resumes), and a third run with `--passes 2` measures nothing."""
+    db, out = tmp_path / "lut.sqlite", tmp_path / "p.json"
+    common = ("predict", tiny_onnx, "--db", db, "--device", "local", "--runtime", "onnx", "--measure-missing",
+              "--quiet", "--cache-dir", tmp_path / "cache", "--json", out)
+    seen = "SELECT json_extract(state_after, '$.profiler.passes') FROM measurements WHERE layer_key = ?"
+    keys = list(dict.fromkeys(m.key.key for m in map_graph(load_model(str(tiny_onnx))).layers))
+    code, text = run(*common)
+    assert code == 0, text
+    handle = open_lut(db, create=False)
+    assert [handle.execute(seen, [k]).fetchone()[0] for k in keys] == [None] * len(keys)  # one pass, no record
+    handle.close()
+    for again, measured in ((2, len(keys)), (2, 0)):
+        code, text = run(*common, "--passes", again)
+        assert code == 0, text
+        assert json.loads(out.read_text())["measured_now"] == measured
+    handle = open_lut(db, create=False)
+    assert [handle.execute(seen, [k]).fetchone()[0] for k in keys] == [2] * len(keys)
+    handle.close()
+
+
 @pytest.fixture
 def partial_lut(tmp_path):
     """A LUT whose slice holds one row only: the stem of the tiny model."""

@@ -137,8 +137,8 @@ def test_op_profiling_flags_reach_the_phone_only_when_asked():
     plan = BatchPlan((Path("a.onnx"),), ("m0001.onnx",))
     plain = BenchmarkSettings(runtime="onnx")
     assert "--op-profile" not in runner_script(plan, plain, "7")
-    assert runner_script(plan, BenchmarkSettings(runtime="onnx", op_profile=True), "7") == \
-        runner_script(plan, plain, "7").replace(" --cpus 7", " --cpus 7 --op-profile")
+    profiled = runner_script(plan, BenchmarkSettings(runtime="onnx", op_profile=True), "7")
+    assert " --op-profile" in profiled and profiled.replace(" --op-profile", "") == runner_script(plan, plain, "7")
     tflite = BenchmarkSettings(runtime="tflite")
     assert "--enable_op_profiling=true" not in tool_command("tflite", "bm", "m.tflite", tflite)
     assert tool_command("tflite", "bm", "m.tflite", BenchmarkSettings(runtime="tflite", op_profile=True)) == \
