@@ -156,13 +156,14 @@ class WholeModelRounds:
         finally:
             agent.close()
         self.core = info.cpu_core  # 1 thread: the core the benchmark is pinned to
+        self.lut, self.device_id = lut, info.device_id
         self.reference = lut_reference(lut, info.device_id, runtime) if lut else None
         extra = [cache.overhead(), *(cache.layers([self.reference.layer]) if self.reference else [])]
         self.layout = plan_batch(extra, [Group(model_path, (*layer_files, *cold_files))])
         self.hot_at, self.cold_at = self.layout.layers_at[0][:n], self.layout.layers_at[0][n:]
         self.rounds: dict[str, list] = {k: [] for k in (
             "medians", "p10s", "covs", "sums", "sums_p10", "terms_p10", "busy", "cold_sums", "cold_sums_p10",
-            "attempts", "drifts", "pass_medians", "started", "load")}
+            "attempts", "drifts", "anchors", "pass_medians", "started", "load")}
 
     def time_round(self) -> None:
         """One benchmark process (gated when the LUT has a reference), its figures appended."""
@@ -171,6 +172,11 @@ class WholeModelRounds:
         r["load"].append(os.getloadavg())
         agent = open_agent("local", self.runtime)
         try:
+            if self.reference is not None:  # the anchor as of now: passes between rounds (--interleave) move it
+                now = lut_reference(self.lut, self.device_id, self.runtime)
+                if now is not None and now.layer == self.reference.layer:  # the batch holds that layer's file
+                    self.reference = now
+                r["anchors"].append(self.reference.value_ms)
             if self.reference is None:
                 result = agent.benchmark(self.layout.files, self.settings)
             else:
@@ -215,7 +221,8 @@ class WholeModelRounds:
                "round_pass_medians_ms": r["pass_medians"], "round_started": r["started"], "round_load": r["load"],
                "started": r["started"][0], "load_start": r["load"][0], "load_end": self.load_end}
         if self.reference is not None:
-            out |= {"reference_anchor_ms": self.reference.value_ms, "round_attempts": r["attempts"],
+            out |= {"reference_anchor_ms": self.reference.value_ms, "round_reference_anchor_ms": r["anchors"],
+                    "round_attempts": r["attempts"],
                     "round_reference_drift_pct": r["drifts"]}
         sums, sums_p10 = r["sums"], r["sums_p10"]
         if sums:
@@ -454,6 +461,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.passes < 1:
         parser.error(f"--passes: expected an integer >= 1, got {args.passes}")
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected an integer >= 1, got {args.rounds}")
     if args.remeasure < 0:
         parser.error(f"--remeasure: expected an integer >= 0, got {args.remeasure}")
     contexts = args.contexts.split(",")

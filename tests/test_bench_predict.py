@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.bench_predict import measure_whole, same_batch_files
+from benchmarks.bench_predict import main, measure_whole, same_batch_files
 from lut_db.layer_key import LayerConfig
 from lut_db.schema import open_lut
 from lut_db.writer import DeviceRecord, LutWriter
@@ -77,5 +77,14 @@ def test_rounds_slower_than_the_luts_fast_state_are_measured_again(tmp_path, anc
         (path,) = cache.layers([cfg])
         out = measure_whole(path, "onnx", cache, rounds=2, lut=tmp_path / "lut.sqlite", remeasure=2, state_wait_s=0.5)
     assert out["round_attempts"] == [attempts, attempts] and out["reference_anchor_ms"] == anchor_ms
+    assert out["round_reference_anchor_ms"] == [anchor_ms, anchor_ms]  # read again before each round
     assert all((d > 15) == (attempts > 1) for d in out["round_reference_drift_pct"])
     assert [len(p) for p in out["round_pass_medians_ms"]] == [3, 3]  # the runner's 3 passes, per round
+
+
+@pytest.mark.parametrize("flag, value", [("--rounds", "0"), ("--passes", "0"), ("--remeasure", "-1")])
+def test_bad_counts_are_refused_before_any_work(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main([flag, value, "--workdir", str(tmp_path / "w")])
+    assert exit_info.value.code != 0 and flag in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
