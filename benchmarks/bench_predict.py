@@ -26,7 +26,10 @@ compared with each context's prediction three times:
   This host's core has a ~1.4x slow state lasting seconds to minutes (docs/predict.md, "Why
   the LUT sum misses"): a median takes whichever state held most runs, a p10 the fast one;
 - fastest round: both predictions against the model's round with the lowest p10, kept whole
-  (its median and p10), as a LUT row keeps its lowest-p10 pass.
+  (its median and p10), as a LUT row keeps its lowest-p10 pass;
+- held-out composition (with `--same-batch`, three or more models): the prediction times the
+  median whole / layers-now ratio of the OTHER models (`held_out_composition`): what a per-slice
+  composition calibration learned on other networks would give; an analysis, not predict's answer.
 
 `--interleave` spreads both sides over the same minutes: sweep k = pass k of every model's keys,
 then round k of every model (`bench_interleaved`); without it each model is filled, then
@@ -410,6 +413,32 @@ class ModelRun:
         return rows
 
 
+def held_out_composition(rows: list[dict]) -> None:
+    """Adds to each row what a per-slice composition factor, learned from the OTHER models, gives.
+
+    A model's composition ratio = whole model / its own LUT layer files summed, both timed in the
+    same batches (`--same-batch`): the host's state cancels, what is left is how the runtime
+    composes layers (weights colder than any row, code and data of neighbours) - the part of the
+    miss no row can hold (docs/predict.md, "An AMD host"). For each row the factor is the median
+    ratio of the other models of its runtime and context (at least two), and the prediction times
+    that factor is compared with the whole model as the row's own errors are (median, p10). An
+    analysis of what such a calibration would give, not what `lutbuild predict` answers."""
+    prefix = {ALONE: "error_vs_layers_now", COLD: "error_vs_cold_layers_now"}
+    for r in rows:
+        others = [o for o in rows if o["runtime"] == r["runtime"] and o["context"] == r["context"]
+                  and o["model"] != r["model"] and f"{prefix[o['context']]}_pct" in o["measured"]]
+        if len(others) < 2:
+            continue
+        out = {"from": [o["model"] for o in others]}
+        for stat, suffix, pred, meas in (("median", "_pct", "predicted_ms", "measured_ms"),
+                                         ("p10", "_p10_pct", "predicted_p10_ms", "measured_p10_ms")):
+            # error_vs_*_layers_now = layers now / whole - 1, so whole / layers now = 1 / (1 + error)
+            factor = statistics.median(1 / (1 + o["measured"][prefix[o["context"]] + suffix] / 100) for o in others)
+            out[f"factor_{stat}"] = factor
+            out[f"error_{stat}_pct"] = 100 * (r[pred] * factor / r[meas] - 1)
+        r["held_out_composition"] = out
+
+
 def bench_model(run: ModelRun, args) -> list[dict]:
     """Fill the LUT (every pass), then the whole model's rounds back to back."""
     run.fill(args)
@@ -478,9 +507,10 @@ def main(argv=None) -> None:
     native_activations()
     runs = [ModelRun(m, r, px, cs) for m in models for r in runtimes if (cs := contexts_for(r, contexts))]
     rows = bench_interleaved(runs, args) if args.interleave else [row for run in runs for row in bench_model(run, args)]
+    held_out_composition(rows)
     print(f"\n{'model':24} {'runtime':7} {'context':7} {'px':>4} {'pred med':>8} {'meas med':>8} {'error':>7} "
           f"{'pred p10':>8} {'meas p10':>8} {'fast err':>8} {'fastest':>15} {'generic':>7} {'warm s':>6} "
-          f"{'same-batch':>10} {'same p10':>8} {'busy':>9}")
+          f"{'same-batch':>10} {'same p10':>8} {'held-out comp':>13} {'busy':>9}")
     for r in rows:
         m = r["measured"]
         prefix = "error_vs_cold_layers_now" if r["context"] == COLD else "error_vs_layers_now"  # its own files
@@ -490,13 +520,16 @@ def main(argv=None) -> None:
         load = f"{100 * max(busy):.0f}%" if busy else "-"
         context = r["context"] + ("*" if r["default_context"] else "")
         fastest = f"{r['fastest_round_error_pct']:+.1f}/{r['fastest_round_fast_state_error_pct']:+.1f}%"
+        comp = r.get("held_out_composition")
+        comp = "-" if comp is None else f"{comp['error_median_pct']:+.1f}/{comp['error_p10_pct']:+.1f}%"
         print(f"{r['model']:24} {r['runtime']:7} {context:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
               f"{r['measured_ms']:>8.3f} {r['error_pct']:>+6.1f}% {r['predicted_p10_ms']:>8.3f} "
               f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {fastest:>15} "
               f"{100 * r['generic_share']:>6.1f}% "
-              f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {load:>9}")
+              f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {comp:>13} {load:>9}")
     print("* the context `lutbuild predict` reads by default (--context auto); fastest: the errors (median / p10) "
-          "against the model's round with the lowest p10")
+          "against the model's round with the lowest p10; held-out comp: the errors with a composition factor "
+          "learned from the other models' same-batch ratios (an analysis, not predict's answer)")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"
