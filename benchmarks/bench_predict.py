@@ -413,6 +413,11 @@ class ModelRun:
         return rows
 
 
+def same_batch_prefix(context: str) -> str:
+    """The measured fields of a row's same-batch errors: against its own context's layer files."""
+    return "error_vs_cold_layers_now" if context == COLD else "error_vs_layers_now"
+
+
 def held_out_composition(rows: list[dict]) -> None:
     """Adds to each row what a per-slice composition factor, learned from the OTHER models, gives.
 
@@ -423,17 +428,17 @@ def held_out_composition(rows: list[dict]) -> None:
     ratio of the other models of its runtime and context (at least two), and the prediction times
     that factor is compared with the whole model as the row's own errors are (median, p10). An
     analysis of what such a calibration would give, not what `lutbuild predict` answers."""
-    prefix = {ALONE: "error_vs_layers_now", COLD: "error_vs_cold_layers_now"}
     for r in rows:
+        prefix = same_batch_prefix(r["context"])
         others = [o for o in rows if o["runtime"] == r["runtime"] and o["context"] == r["context"]
-                  and o["model"] != r["model"] and f"{prefix[o['context']]}_pct" in o["measured"]]
+                  and o["model"] != r["model"] and f"{prefix}_pct" in o["measured"]]
         if len(others) < 2:
             continue
         out = {"from": [o["model"] for o in others]}
         for stat, suffix, pred, meas in (("median", "_pct", "predicted_ms", "measured_ms"),
                                          ("p10", "_p10_pct", "predicted_p10_ms", "measured_p10_ms")):
             # error_vs_*_layers_now = layers now / whole - 1, so whole / layers now = 1 / (1 + error)
-            factor = statistics.median(1 / (1 + o["measured"][prefix[o["context"]] + suffix] / 100) for o in others)
+            factor = statistics.median(1 / (1 + o["measured"][prefix + suffix] / 100) for o in others)
             out[f"factor_{stat}"] = factor
             out[f"error_{stat}_pct"] = 100 * (r[pred] * factor / r[meas] - 1)
         r["held_out_composition"] = out
@@ -513,7 +518,7 @@ def main(argv=None) -> None:
           f"{'same-batch':>10} {'same p10':>8} {'held-out comp':>13} {'busy':>9}")
     for r in rows:
         m = r["measured"]
-        prefix = "error_vs_cold_layers_now" if r["context"] == COLD else "error_vs_layers_now"  # its own files
+        prefix = same_batch_prefix(r["context"])
         same = "-" if f"{prefix}_pct" not in m else f"{m[f'{prefix}_pct']:+.1f}%"
         same_p10 = "-" if f"{prefix}_p10_pct" not in m else f"{m[f'{prefix}_p10_pct']:+.1f}%"
         busy = [b for b in m["others_busy"] if b is not None]

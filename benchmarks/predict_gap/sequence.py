@@ -16,11 +16,12 @@ weights, as the network's layers have). Per round, interleaved, wall time per in
 | `whole` | the whole model, its invokes back to back |
 | `b2b` | the LUT's protocol: the line's file invoked back to back (warm-up, then `--runs`) |
 | `cold` | the weights-cold file of `--context cold` (N copies; (time - overhead) / N), back to back |
-| `sequence` | one invoke of each line in the model's order, `--sweeps` times: as in the network |
-| | each layer runs right after its predecessor (its code and weights as cold as there) |
+| `sequence` | one invoke of each line in the model's order, `--sweeps` times: each layer runs right |
+| | after its predecessor, as in the network (code and weights as cold as there; its input colder: |
+| | each file holds its own input buffer, last written a sweep ago) |
 | `fed` | `sequence` with each line's input written again (untimed) just before its invoke: hot, as a |
 | | predecessor's output is in the network; weights, code and the output buffer left as cold |
-| `shuffled` | the same with the lines in a new random order each sweep (a batch of unrelated layers) |
+| `shuffled` | `sequence` with the lines in a new random order each sweep (a batch of unrelated layers) |
 | `flushed` | back to back, each timed invoke after (untimed) a read of `--flush-mib` (every cache level |
 | | evicted: weights cold) and its input written again (hot, as a predecessor's output) |
 
@@ -161,8 +162,7 @@ def main(argv=None) -> None:
                           for run, feed in zip(lines, feeds)]
         shuffles = [rng.permutation(len(lines)).tolist() for _ in range(args.sweeps + 1)]
         per["shuffled"] = sweeps(lines, shuffles)
-        w2 = back_to_back(whole, args.warmup, args.runs)  # the whole model on both sides of the round
-        w += w2
+        w += back_to_back(whole, args.warmup, args.runs)  # the whole model on both sides of the round
         for q, name in ((50, "median"), (10, "p10")):
             fig[f"whole_{name}_ms"] = stat(w, q)
             for mode in MODES:
