@@ -121,7 +121,10 @@ def test_finetune_export_report(searched, tmp_path, capsys):
     with torch.no_grad():
         ref = model(x).numpy()
     assert ref.shape == (1, 1, 64, 64)
-    tol = dict(rtol=1e-3, atol=1e-4)  # depths of a few metres: float32 reordering shows in the 4th digit
+    # float32 reordering errors scale with the depths summed inside the network (a few metres), not with
+    # one pixel's value: a pixel near 0 m keeps the absolute error of its neighbours (AVX-512 XNNPACK on
+    # an AMD host: 1.2e-4 at a 0.003 m pixel, 2.6e-5 of the largest depth), so atol is relative to the map
+    tol = dict(rtol=1e-3, atol=1e-4 * float(np.abs(ref).max()))
     np.testing.assert_allclose(run_onnx(onnx, x.numpy()), ref, **tol)
     got = run_tflite(tflite, x.numpy())
     assert got.shape == (1, 64, 64, 1)  # NHWC out, as the input
