@@ -237,16 +237,14 @@ class WholeModelRounds:
                     # per term of the breakdown: its p10 now less the batch's overhead (a p10 row), median over rounds
                     "terms_now_p10_ms": [statistics.median(t) for t in zip(*r["terms_p10"])],
                     # verify_report.same_batch_stats' paired p10 rule: median over rounds of layers / whole
-                    "error_vs_layers_now_p10_pct": 100 * (statistics.median(
-                        x / w for x, w in zip(sums_p10, p10s)) - 1)}
+                    "error_vs_layers_now_p10_pct": same.error_p10_pct}
         cold_sums, cold_sums_p10 = r["cold_sums"], r["cold_sums_p10"]
         if cold_sums:
-            out |= {"cold_layers_now_ms": statistics.median(cold_sums), "round_cold_layers_now_ms": cold_sums,
+            cold = SameBatch(medians, cold_sums, p10s, cold_sums_p10)
+            out |= {"cold_layers_now_ms": cold.layers_now_ms, "round_cold_layers_now_ms": cold_sums,
                     "round_cold_layers_now_p10_ms": cold_sums_p10,
-                    "error_vs_cold_layers_now_pct": 100 * (statistics.median(
-                        x / w for x, w in zip(cold_sums, medians)) - 1),
-                    "error_vs_cold_layers_now_p10_pct": 100 * (statistics.median(
-                        x / w for x, w in zip(cold_sums_p10, p10s)) - 1)}
+                    "error_vs_cold_layers_now_pct": cold.error_pct,
+                    "error_vs_cold_layers_now_p10_pct": cold.error_p10_pct}
         return out
 
 

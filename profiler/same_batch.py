@@ -89,3 +89,13 @@ class SameBatch:
     def error_pct(self) -> float:
         """% by which the layers timed beside the model over-predict it (negative: under)."""
         return 100 * (self.ratio_layers_to_whole - 1)
+
+    @property
+    def ratio_p10_layers_to_whole(self) -> float:
+        """Median over rounds of layers-now p10 / whole p10: the paired fast-state ratio."""
+        return statistics.median(s / m for s, m in zip(self.round_layers_now_p10_ms, self.round_whole_p10_ms))
+
+    @property
+    def error_p10_pct(self) -> float:
+        """`error_pct` of the fast state (10th percentiles)."""
+        return 100 * (self.ratio_p10_layers_to_whole - 1)

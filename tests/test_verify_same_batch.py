@@ -42,6 +42,9 @@ def test_layers_now_is_the_lut_prediction_made_of_one_batch():
     assert same.layers_now_ms == 1.1
     assert same.ratio_layers_to_whole == pytest.approx(statistics.median([1.1, 0.9, 0.9]))
     assert same.error_pct == pytest.approx(-10.0)
+    fast = SameBatch([1.0, 2.0, 1.0], [1.1, 1.8, 0.9], [0.8, 1.5, 0.9], [0.88, 1.2, 0.99])  # p10s paired per round
+    assert fast.ratio_p10_layers_to_whole == pytest.approx(statistics.median([1.1, 0.8, 1.1]))
+    assert fast.error_p10_pct == pytest.approx(10.0)
 
 
 def check_fast_state(report: dict) -> None:
