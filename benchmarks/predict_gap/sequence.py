@@ -47,6 +47,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.bench_predict import cold_files, same_batch_files  # noqa: E402
+from benchmarks.predict_gap.chains import time_model  # noqa: E402
 from device_agents.runner import TfliteModel  # noqa: E402
 from profiler.export import ModelCache  # noqa: E402
 
@@ -60,15 +61,8 @@ def timed(run) -> int:
 
 
 def back_to_back(run, warmup: int, runs: int, before=None) -> list[int]:
-    """Invoke times; `before()` runs untimed before every invoke."""
-    times = []
-    for k in range(warmup + runs):
-        if before:
-            before()
-        t = timed(run)
-        if k >= warmup:
-            times.append(t)
-    return times
+    """Wall ns of `runs` invokes after `warmup` (chains.time_model's loop; `before()` untimed before each)."""
+    return time_model(run, warmup, runs, before)[0]
 
 
 def feeder(model: TfliteModel):
