@@ -122,6 +122,9 @@ def main(argv=None) -> None:
     p.add_argument("--no-cold", action="store_true", help="skip the weights-cold files")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    for name in ("rounds", "runs", "sweeps", "flush_mib"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')}: expected a number > 0, got {getattr(args, name)}")
     work = Path(args.workdir)
     stem = work / "models" / f"{args.model}-{args.px}"
     onnx, tflite = stem.with_suffix(".onnx"), stem.with_suffix(".tflite")
