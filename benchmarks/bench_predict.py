@@ -27,9 +27,13 @@ compared with each context's prediction three times:
   the LUT sum misses"): a median takes whichever state held most runs, a p10 the fast one;
 - fastest round: both predictions against the model's round with the lowest p10, kept whole
   (its median and p10), as a LUT row keeps its lowest-p10 pass;
-- held-out composition (with `--same-batch`, three or more models): the prediction times the
-  median whole / layers-now ratio of the OTHER models (`held_out_composition`): what a per-slice
-  composition calibration learned on other networks would give; an analysis, not predict's answer.
+- composition (with `--same-batch`): after the rounds, each model's ratio whole / layers now
+  (its own context's layer files, the same SameBatch rule) is stored in its slice's composition
+  calibration (`profiler.composition.store_ratios`, what `lutbuild calibrate` stores from the
+  same protocol: one gated process per model and round, the model beside its layer files), and
+  every prediction is `lutbuild predict`'s answer: the LUT sum times the median ratio of the
+  OTHER models (`predict` holds the predicted model out itself). The plain LUT sum is kept
+  beside it (`lut_sum_ms`, the table's `LUT sum` column).
 
 `--interleave` spreads both sides over the same minutes: sweep k = pass k of every model's keys,
 then round k of every model (`bench_interleaved`); without it each model is filled, then
@@ -70,12 +74,11 @@ from profiler import calibrate  # noqa: E402
 from profiler.agents import open_agent  # noqa: E402
 from profiler.build_types import BuildOptions  # noqa: E402
 from profiler.measure import measure_batch  # noqa: E402
-from lut_db.layer_key import GenericKey  # noqa: E402
-from lut_db.schema import open_lut_for_reading  # noqa: E402
-from profiler.cold_models import copies as copies_of  # noqa: E402
+from lut_db.schema import open_lut_for_reading, open_lut_for_writing  # noqa: E402
+from profiler.composition import ModelRatio, model_fingerprint, store_ratios  # noqa: E402
 from profiler.export import ModelCache, export_module, randomize_batchnorm  # noqa: E402
-from profiler.generic_ops import export_generic  # noqa: E402
 from profiler.graph_keys import map_graph  # noqa: E402
+from profiler.layer_files import cold_layer_files, layer_files  # noqa: E402
 from profiler.model_graph import load_model  # noqa: E402
 from profiler.predict_model import AUTO, PredictOptions, choose_context, predict_model  # noqa: E402
 from profiler.runtimes import ALONE, COLD, benchmark_settings, slice_runtime  # noqa: E402
@@ -206,6 +209,13 @@ class WholeModelRounds:
             r["cold_sums"].append(layers_now_ms(batch, self.cold_at, batch[0], self.copies))
             r["cold_sums_p10"].append(layers_now_ms(batch_p10, self.cold_at, batch[0], self.copies))
 
+    def same_batch(self, cold: bool = False) -> SameBatch | None:
+        """The model against its hot (or, `cold`, its weights-cold) layer files, per round; None
+        when they were not timed."""
+        r = self.rounds
+        sums, sums_p10 = (r["cold_sums"], r["cold_sums_p10"]) if cold else (r["sums"], r["sums_p10"])
+        return SameBatch(r["medians"], sums, r["p10s"], sums_p10) if sums else None
+
     def summary(self) -> dict:
         """The median of the per-round medians, and the fast-state figure, the median of the
         per-round p10s (the rule of `verify`'s fast-state line, `profiler/verify.py`
@@ -228,8 +238,7 @@ class WholeModelRounds:
                     "round_attempts": r["attempts"],
                     "round_reference_drift_pct": r["drifts"]}
         sums, sums_p10 = r["sums"], r["sums_p10"]
-        if sums:
-            same = SameBatch(medians, sums, p10s, sums_p10)
+        if same := self.same_batch():
             out |= {"layers_now_ms": same.layers_now_ms, "round_layers_now_ms": sums,
                     "round_ratio_whole_to_layers": [m / s for m, s in zip(medians, sums)],
                     "error_vs_layers_now_pct": same.error_pct,
@@ -239,8 +248,7 @@ class WholeModelRounds:
                     # verify_report.same_batch_stats' paired p10 rule: median over rounds of layers / whole
                     "error_vs_layers_now_p10_pct": same.error_p10_pct}
         cold_sums, cold_sums_p10 = r["cold_sums"], r["cold_sums_p10"]
-        if cold_sums:
-            cold = SameBatch(medians, cold_sums, p10s, cold_sums_p10)
+        if cold := self.same_batch(cold=True):
             out |= {"cold_layers_now_ms": cold.layers_now_ms, "round_cold_layers_now_ms": cold_sums,
                     "round_cold_layers_now_p10_ms": cold_sums_p10,
                     "error_vs_cold_layers_now_pct": cold.error_pct,
@@ -258,33 +266,19 @@ def measure_whole(model_path: Path, runtime: str, cache: ModelCache, rounds: int
     return whole.summary()
 
 
+def model_keys(model_path: Path) -> list:
+    """The LUT keys of `model_path`'s breakdown, in order."""
+    return [m.key for m in map_graph(load_model(str(model_path))).layers]
+
+
 def cold_files(model_path: Path, runtime: str, cache_dir: Path, hot: list[Path]) -> tuple[list[Path], list[int]]:
-    """The weights-cold file of every line of the breakdown (the hot file where the key has no
-    copies: generic keys, small weights) and its copies (`cold_models.copies`)."""
-    keys = [m.key for m in map_graph(load_model(str(model_path))).layers]
-    copies = [copies_of(k) for k in keys]
-    with ModelCache(cache_dir, runtime, jobs=1, context=COLD) as cold:
-        ours = [k for k, n in zip(keys, copies) if n > 1]
-        found = dict(zip(ours, cold.layers(ours)))
-    return [found.get(k, h) for k, h in zip(keys, hot)], copies
+    """The weights-cold file of every line of the breakdown and its copies (`layer_files.cold_layer_files`)."""
+    return cold_layer_files(model_keys(model_path), runtime, cache_dir, hot)
 
 
 def same_batch_files(model_path: Path, runtime: str, cache: ModelCache) -> list[Path]:
-    """The LUT layer file of every line of `model_path`'s breakdown, in order (repeats kept):
-    ours from the model cache (exported when missing), generic keys' one-operator models
-    where `predict --measure-missing` put them (exported when missing)."""
-    keys = [m.key for m in map_graph(load_model(str(model_path))).layers]
-    ours = iter(cache.layers([k for k in keys if not isinstance(k, GenericKey)]))
-    files = []
-    for key in keys:
-        if isinstance(key, GenericKey):
-            path = cache.layer_path(key)
-            if not path.exists():
-                export_generic(key, runtime, path)
-            files.append(path)
-        else:
-            files.append(next(ours))
-    return files
+    """The LUT layer file of every line of `model_path`'s breakdown, in order (`layer_files.layer_files`)."""
+    return layer_files(model_keys(model_path), runtime, cache)
 
 
 def contexts_for(runtime: str, contexts: list[str]) -> list[str]:
@@ -330,7 +324,8 @@ def row_drift(report, terms_now_p10_ms: list[float], n: int = 6) -> list[dict]:
     model (ms summed over the key's lines): the `n` keys that move the fast-state error most.
     The fast-state error = (LUT rows vs layers now, this) + (layers now vs the whole model)."""
     per_key: dict[str, list[float]] = {}
-    for line, now in zip(report.layers[:-1], terms_now_p10_ms):  # the overhead line is last
+    lines = [line for line in report.layers if line.source not in ("overhead", "composition")]  # the rows
+    for line, now in zip(lines, terms_now_p10_ms):
         row = per_key.setdefault(line.key, [0.0, 0.0, 0])
         row[0], row[1], row[2] = row[0] + line.ms, row[1] + now, row[2] + 1
     ranked = sorted(per_key.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:n]
@@ -384,6 +379,17 @@ class ModelRun:
         self.path = self.onnx_path if self.runtime == "onnx" else export_module(
             model, (torch.randn(*shape),), "tflite", files / f"{stem}.tflite", image_out=False)
 
+    def ratios(self) -> dict[str, ModelRatio]:
+        """Context -> the model's composition ratio from its rounds (`--same-batch`; none without)."""
+        if self.whole is None:
+            return {}
+        fingerprint = model_fingerprint(model_keys(self.onnx_path))
+        out = {}
+        for c in self.contexts:
+            if (same := self.whole.same_batch(cold=c == COLD)) is not None:
+                out[c] = ModelRatio.of(f"geffnet:{self.name}", fingerprint, same)
+        return out
+
     def rows(self, args) -> list[dict]:
         """One row per context: its predictions (median and p10) against ONE measurement of the model."""
         warm = {c: warm_predict(self.onnx_path, self.runtime, c, "median", args) for c in self.contexts}
@@ -398,6 +404,13 @@ class ModelRun:
                 "error_pct": 100 * (report.total_ms / measured["median_ms"] - 1),
                 "predicted_p10_ms": fast[c].total_ms, "measured_p10_ms": measured["p10_ms"],
                 "fast_state_error_pct": 100 * (fast[c].total_ms / measured["p10_ms"] - 1),
+                # predict's answer = the LUT sum x the composition factor learned on the other models
+                "composition_factor": report.composition_factor, "composition_note": report.composition_note,
+                "composition_factor_p10": fast[c].composition_factor,
+                "lut_sum_ms": report.lut_sum_ms,
+                "lut_sum_error_pct": 100 * (report.lut_sum_ms / measured["median_ms"] - 1),
+                "lut_sum_p10_ms": fast[c].lut_sum_ms,
+                "lut_sum_fast_state_error_pct": 100 * (fast[c].lut_sum_ms / measured["p10_ms"] - 1),
                 # the round with the lowest p10 kept whole, as a LUT row keeps its lowest-p10 pass
                 "fastest_round_error_pct": 100 * (report.total_ms / measured["fastest_round_median_ms"] - 1),
                 "fastest_round_fast_state_error_pct": 100 * (fast[c].total_ms / measured["fastest_round_p10_ms"] - 1),
@@ -416,41 +429,31 @@ def same_batch_prefix(context: str) -> str:
     return "error_vs_cold_layers_now" if context == COLD else "error_vs_layers_now"
 
 
-def held_out_composition(rows: list[dict]) -> None:
-    """Adds to each row what a per-slice composition factor, learned from the OTHER models, gives.
-
-    A model's composition ratio = whole model / its own LUT layer files summed, both timed in the
-    same batches (`--same-batch`): the host's state cancels, what is left is how the runtime
-    composes layers (weights colder than any row, code and data of neighbours) - the part of the
-    miss no row can hold (docs/predict.md, "An AMD host"). For each row the factor is the median
-    ratio of the other models of its runtime and context (at least two), and the prediction times
-    that factor is compared with the whole model as the row's own errors are (median, p10). An
-    analysis of what such a calibration would give, not what `lutbuild predict` answers."""
-    for r in rows:
-        prefix = same_batch_prefix(r["context"])
-        others = [o for o in rows if o["runtime"] == r["runtime"] and o["context"] == r["context"]
-                  and o["model"] != r["model"] and f"{prefix}_pct" in o["measured"]]
-        if len(others) < 2:
-            continue
-        out = {"from": [o["model"] for o in others]}
-        for stat, suffix, pred, meas in (("median", "_pct", "predicted_ms", "measured_ms"),
-                                         ("p10", "_p10_pct", "predicted_p10_ms", "measured_p10_ms")):
-            # error_vs_*_layers_now = layers now / whole - 1, so whole / layers now = 1 / (1 + error)
-            factor = statistics.median(1 / (1 + o["measured"][prefix + suffix] / 100) for o in others)
-            out[f"factor_{stat}"] = factor
-            out[f"error_{stat}_pct"] = 100 * (r[pred] * factor / r[meas] - 1)
-        r["held_out_composition"] = out
+def store_composition(runs: list[ModelRun], args) -> int:
+    """Each model's ratio whole / layers now into its slice's composition calibration (what
+    `lutbuild calibrate` stores), before the predictions: `predict` then applies to each model
+    the median ratio of the others. Returns how many ratios were stored."""
+    db = open_lut_for_writing(Path(args.workdir) / "lut.sqlite")
+    stored = 0
+    try:
+        for run in runs:
+            for context, ratio in run.ratios().items():
+                options = slice_runtime(run.runtime, context=context).options
+                store_ratios(db, run.whole.device_id, run.runtime, options, [ratio])
+                stored += 1
+    finally:
+        db.close()
+    return stored
 
 
-def bench_model(run: ModelRun, args) -> list[dict]:
+def bench_model(run: ModelRun, args) -> None:
     """Fill the LUT (every pass), then the whole model's rounds back to back."""
     run.fill(args)
     for _ in range(args.rounds):
         run.time_round(args)
-    return run.rows(args)
 
 
-def bench_interleaved(runs: list[ModelRun], args) -> list[dict]:
+def bench_interleaved(runs: list[ModelRun], args) -> None:
     """`--interleave`: sweep k = pass k of every model's keys, then round k of every model, for k
     = 1 .. max(--passes, --rounds). A key's passes and a model's rounds are then spread over the
     same minutes (one sweep over six models: ~5-10 min), so that the lowest-p10 pass a row keeps
@@ -462,7 +465,6 @@ def bench_interleaved(runs: list[ModelRun], args) -> list[dict]:
         if k <= args.rounds:
             for run in runs:
                 run.time_round(args)
-    return [row for run in runs for row in run.rows(args)]
 
 
 def main(argv=None) -> None:
@@ -509,11 +511,16 @@ def main(argv=None) -> None:
         sys.exit("bench_predict: needs geffnet: .venv/bin/pip install --no-deps geffnet (never torchvision)")
     native_activations()
     runs = [ModelRun(m, r, px, cs) for m in models for r in runtimes if (cs := contexts_for(r, contexts))]
-    rows = bench_interleaved(runs, args) if args.interleave else [row for run in runs for row in bench_model(run, args)]
-    held_out_composition(rows)
+    if args.interleave:
+        bench_interleaved(runs, args)
+    else:
+        for run in runs:
+            bench_model(run, args)
+    store_composition(runs, args)  # before any prediction: each is predict's answer, composition included
+    rows = [row for run in runs for row in run.rows(args)]
     print(f"\n{'model':24} {'runtime':7} {'context':7} {'px':>4} {'pred med':>8} {'meas med':>8} {'error':>7} "
           f"{'pred p10':>8} {'meas p10':>8} {'fast err':>8} {'fastest':>15} {'generic':>7} {'warm s':>6} "
-          f"{'same-batch':>10} {'same p10':>8} {'held-out comp':>13} {'busy':>9}")
+          f"{'same-batch':>10} {'same p10':>8} {'comp':>5} {'LUT sum':>13} {'busy':>9}")
     for r in rows:
         m = r["measured"]
         prefix = same_batch_prefix(r["context"])
@@ -523,16 +530,17 @@ def main(argv=None) -> None:
         load = f"{100 * max(busy):.0f}%" if busy else "-"
         context = r["context"] + ("*" if r["default_context"] else "")
         fastest = f"{r['fastest_round_error_pct']:+.1f}/{r['fastest_round_fast_state_error_pct']:+.1f}%"
-        comp = r.get("held_out_composition")
-        comp = "-" if comp is None else f"{comp['error_median_pct']:+.1f}/{comp['error_p10_pct']:+.1f}%"
+        lut_sum = f"{r['lut_sum_error_pct']:+.1f}/{r['lut_sum_fast_state_error_pct']:+.1f}%"
+        comp = f"{r['composition_factor']:.3f}" if r["composition_factor"] != 1.0 else "-"
         print(f"{r['model']:24} {r['runtime']:7} {context:7} {r['px']:>4} {r['predicted_ms']:>8.3f} "
               f"{r['measured_ms']:>8.3f} {r['error_pct']:>+6.1f}% {r['predicted_p10_ms']:>8.3f} "
               f"{r['measured_p10_ms']:>8.3f} {r['fast_state_error_pct']:>+7.1f}% {fastest:>15} "
               f"{100 * r['generic_share']:>6.1f}% "
-              f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {comp:>13} {load:>9}")
+              f"{r['warm_predict_s']:>6.2f} {same:>10} {same_p10:>8} {comp:>5} {lut_sum:>13} {load:>9}")
     print("* the context `lutbuild predict` reads by default (--context auto); fastest: the errors (median / p10) "
-          "against the model's round with the lowest p10; held-out comp: the errors with a composition factor "
-          "learned from the other models' same-batch ratios (an analysis, not predict's answer)")
+          "against the model's round with the lowest p10; pred: predict's answer, the LUT sum times comp (the "
+          "composition factor learned on the OTHER models' same-batch ratios, --same-batch); LUT sum: the errors "
+          "(median / p10) of the sum alone")
     stamp = datetime.now(timezone.utc)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_predict-{'quick-' if args.quick else ''}{stamp:%Y%m%d-%H%M%S}.json"

@@ -12,7 +12,8 @@
     lutbuild merge  A.sqlite B.sqlite --into C.sqlite [--on-conflict prefer-measured|fail]
     lutbuild profile MODEL --device local [--op-profile] [--json F] [--plot F.png]
     lutbuild predict MODEL --db lut.sqlite --device ID --runtime tflite [--input-shape 1,3,224,224]
-                    [--measure-missing] [--json F]
+                    [--measure-missing] [--no-composition] [--json F]
+    lutbuild calibrate MODEL [MODEL ...] --db lut.sqlite --device local --runtime tflite [--rounds 3]
 
 `build` runs one engine (`build.build_lut`: one worker per device, one writer). With
 `--device local` alone a failure of the device is raised as from a plain loop; phones, and
@@ -44,6 +45,7 @@ from .cli_runner import CliGroup
 from .cli_types import FiniteFloat
 from .plan import PLANS
 from .block_plan import GRANULARITIES
+from .composition_run import CalibrateOptions, calibrate_composition
 from .plots import plot_verify
 from .model_graph import parse_input_shape
 from .predict_model import AUTO, AUTO_COLD_BYTES, PredictOptions, predict_model
@@ -91,6 +93,28 @@ def _agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir
     """`profiler.agents.open_agent` keyword arguments of the phone options."""
     return dict(binary=binary, runner=runner, transport=transport, key_path=key_path,
                 auth_timeout_s=auth_timeout_s, workdir=default_workdir(cache_dir))
+
+
+def _any_model_options(f):
+    """Options `predict` and `calibrate` share: the slice a user's model is read in, and the run's files."""
+    for option in reversed([
+        click.option("--runtime", type=click.Choice(RUNTIMES), required=True, help="the LUT slice's runtime"),
+        click.option("--input-shape", "input_shape", help="input shape N,C,H,W: needed for a PyTorch factory and "
+                     "for an ONNX file with dynamic dimensions"),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="the slice's threads"),
+        click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
+                     help="TFLite delegate of the slice; ignored for ONNX"),
+        click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="export worker processes"),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
+                     show_default=True, help="exported model files (shared by every LUT)"),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="write the report here"),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]):
+        f = option(f)
+    return f
 
 
 def _common(f):
@@ -235,9 +259,7 @@ def verify(space, runtime, db, threads, delegate, gpu_precision_loss, quantize, 
     finally:
         agent.close()
     click.echo(format_report(report))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
+    _write_json(json_path, report.to_json_dict())
     if plot_path:
         plot_verify(report, plot_path)
 
@@ -265,19 +287,9 @@ def merge(sources, into, on_conflict) -> None:
 @click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="LUT file (SQLite)")
 @click.option("--device", default=LOCAL, show_default=True,
               help="a device id of the LUT, or 'local' / a phone (ADB serial or host:port) to ask for its id")
-@click.option("--runtime", type=click.Choice(RUNTIMES), required=True, help="the LUT slice's runtime")
-@click.option("--input-shape", "input_shape", help="input shape N,C,H,W: needed for a PyTorch factory and for "
-              "an ONNX file with dynamic dimensions")
+@_any_model_options
 @click.option("--measure-missing", is_flag=True, help="measure the keys the LUT lacks on --device (stored in the "
               "LUT, resumable), then predict")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="the slice's threads")
-@click.option("--delegate", type=click.Choice(["xnnpack", "none"]), default="xnnpack", show_default=True,
-              help="TFLite delegate of the slice; ignored for ONNX")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="export worker processes")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE_DIR,
-              show_default=True, help="exported model files (shared by every LUT)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the report here")
-@click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True,
               help="the row statistic summed: p10 = the device's fast state (docs/predict.md)")
 @click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -285,20 +297,54 @@ def merge(sources, into, on_conflict) -> None:
 @click.option("--context", type=click.Choice([AUTO, ALONE, COLD]), default=AUTO, show_default=True,
               help="the slice's layer context: cold = weights-cold rows (TFLite); auto = cold for a TFLite model "
                    f"with >= {AUTO_COLD_BYTES / 2**20:g} MiB of weights, else alone (docs/predict.md)")
+@click.option("--no-composition", "no_composition", is_flag=True,
+              help="the LUT sum alone: do not apply the slice's composition calibration (lutbuild calibrate)")
 @_phone_options
 def predict(model, db, device, runtime, input_shape, measure_missing, threads, delegate, jobs, cache_dir, json_path,
-            quiet, statistic, passes, context, binary, runner, transport, key_path, auth_timeout_s) -> None:
+            quiet, statistic, passes, context, no_composition, binary, runner, transport, key_path,
+            auth_timeout_s) -> None:
     """Predict the latency of any model (.onnx, .tflite, package.module:factory) from the LUT, layer by layer."""
     options = PredictOptions(device=device, runtime=runtime, threads=threads, delegate=delegate,
                              input_shape=parse_input_shape(input_shape), measure_missing=measure_missing, jobs=jobs,
                              cache_dir=cache_dir, progress=not quiet, statistic=statistic, passes=passes,
-                             context=context,
+                             context=context, composition=not no_composition,
                              agent_kwargs=_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s, cache_dir))
     report = predict_model(model, db, options)
     click.echo(report.format())
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
+    _write_json(json_path, report.to_json_dict())
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="LUT file (SQLite) whose rows the models' predictions read")
+@click.option("--device", default=LOCAL, show_default=True,
+              help="'local' (this host) or a phone: ADB serial or host:port")
+@_any_model_options
+@click.option("--context", type=click.Choice([AUTO, ALONE, COLD]), default=AUTO, show_default=True,
+              help="the slice each model is calibrated in: the one predict reads (auto: by the model's weights)")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="benchmark processes per model, each timing it beside its layer files")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="interleaved passes per process (as in a LUT build)")
+@_phone_options
+def calibrate(models, db, device, runtime, input_shape, threads, delegate, context, rounds, repeats, jobs, cache_dir,
+              json_path, quiet, binary, runner, transport, key_path, auth_timeout_s) -> None:
+    """Learn how much slower whole models run than their LUT rows add up to (predict applies it to other models)."""
+    options = CalibrateOptions(device=device, runtime=runtime, threads=threads, delegate=delegate,
+                               input_shape=parse_input_shape(input_shape), context=context, rounds=rounds,
+                               repeats=repeats, jobs=jobs, cache_dir=cache_dir, progress=not quiet,
+                               agent_kwargs=_agent_kwargs(binary, runner, transport, key_path, auth_timeout_s,
+                                                          cache_dir))
+    report = calibrate_composition(list(models), db, options)
+    click.echo(report.format())
+    _write_json(json_path, report.to_json_dict())
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 @cli.command()
@@ -339,9 +385,7 @@ def profile(model, device, binary, runner, transport, key_path, auth_timeout_s, 
     finally:
         agent.close()
     click.echo(format_profile(report, top))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json_dict(), indent=1) + "\n", encoding="utf-8")
+    _write_json(json_path, report.to_json_dict())
     if plot_path and report.op_profile is not None:
         plot_op_profile(report, plot_path, top)
     elif plot_path:

@@ -123,8 +123,13 @@ def load_model(model: str, input_shape: tuple[int, ...] | None = None) -> ModelG
 
 
 # ----------------------------------------------------------------------------- PyTorch
-def read_factory(spec: str, input_shape: tuple[int, ...]) -> ModelGraph:
-    """Call `package.module:factory()` and read its graph through an ONNX export."""
+def is_factory(model: str) -> bool:
+    """`model` names a PyTorch factory (`package.module:factory`), not a file."""
+    return bool(_FACTORY.match(model)) and not Path(model).exists()
+
+
+def call_factory(spec: str) -> torch.nn.Module:
+    """The module `package.module:factory()` returns, in eval mode (one-line errors)."""
     module_name, factory_name = spec.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -139,7 +144,12 @@ def read_factory(spec: str, input_shape: tuple[int, ...]) -> ModelGraph:
         raise ProfilerError(f"{spec}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):
         raise ProfilerError(f"{spec}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
-    model.eval()
+    return model.eval()
+
+
+def read_factory(spec: str, input_shape: tuple[int, ...]) -> ModelGraph:
+    """Call `package.module:factory()` and read its graph through an ONNX export."""
+    model = call_factory(spec)
     with tempfile.TemporaryDirectory(prefix="lutbuild-predict-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:

@@ -19,6 +19,10 @@ first missing operators. Times in ms.
 The slice's layer context defaults to ``auto`` (`choose_context`): a TFLite model whose weights
 exceed what a core's cache keeps between two runs of one layer is read from the weights-cold
 slice (`cold_models.py`), any other from the hot one.
+
+When the slice holds a ``composition`` calibration (`lutbuild calibrate`, `composition.py`),
+the sum is multiplied by the median whole / layers ratio of the calibrated models other than
+this one, shown as one more line, ``(composition)``; `composition=False` gives the plain sum.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from lut_db.schema import open_lut_for_reading, open_lut_for_writing
 from lut_db.writer import LutWriter
 
 from .agents import LOCAL, open_agent
+from .composition import Composition, composition_for, model_fingerprint, read_ratios
 from .build_engine import run_build
 from .build_slices import connect_devices
 from .build_types import BuildOptions
@@ -75,6 +80,7 @@ class PredictOptions:
     passes: int = 1  # --measure-missing: measurement passes, each key keeps its lowest-p10 row (passes.py)
     statistic: str = "median"  # the row statistic summed ("p10": the host's fast state, docs/lut.md)
     context: str = AUTO  # the slice's layer context: alone, cold (weights-cold rows, cold_models.py) or auto
+    composition: bool = True  # apply the slice's composition calibration when it has one (composition.py)
     cache_dir: Path = DEFAULT_CACHE_DIR
     progress: bool = True
     agent_kwargs: dict = field(default_factory=dict)  # phone options for `agents.open_agent`
@@ -89,7 +95,7 @@ class LayerLatency:
     key: str
     ms: float
     share: float
-    source: str  # measured / interpolated / generic (a generic key, measured) / overhead
+    source: str  # measured / interpolated / generic (a generic key, measured) / overhead / composition
 
 
 @dataclass
@@ -105,6 +111,9 @@ class PredictReport:
     wall_s: float = 0.0
     weights_mib: float = 0.0  # the model's stored constants (`ModelGraph.weight_bytes`), MiB
     context_note: str = ""  # which layer context was read and, for `auto`, why
+    lut_sum_ms: float = 0.0  # the rows summed plus the overhead: total_ms before the composition factor
+    composition_factor: float = 1.0  # total_ms / lut_sum_ms (1: no composition applied)
+    composition_note: str = ""  # the factor and the models it came from, or why none was applied
 
     @property
     def generic_ms(self) -> float:
@@ -135,6 +144,7 @@ class PredictReport:
             f"{self.model}: {self.total_ms:.3f} ms predicted on {self.device_id} ({self.runtime}, "
             f"{self.runtime_options}); {counts}; generic keys {100 * self.generic_share:.1f}% of the latency; "
             f"{self.free_ops} free operator(s); weights {self.weights_mib:.1f} MiB; {self.context_note}; "
+            f"{self.composition_note}; "
             f"measured now {self.measured_now}; {self.wall_s:.2f} s",
         ])
 
@@ -208,16 +218,20 @@ def predict_model(model: str, db_path: str | Path, options: PredictOptions) -> P
     finally:
         if agent is not None:
             agent.close()
-    report = breakdown(model, table, mapping, context_note)
+    composition, composition_note = _composition(db_path, table, mapping, options)
+    report = breakdown(model, table, mapping, context_note, composition)
+    report.composition_note = composition_note
     report.measured_now = measured_now
     report.weights_mib = graph.weight_bytes / 2**20
     report.wall_s = time.monotonic() - start
     return report
 
 
-def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str = "") -> PredictReport:
+def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str = "",
+              composition: Composition | None = None) -> PredictReport:
     """Per-layer latencies of `mapping` from `table`, the overhead as its own line, `note` (the
-    context read) as the report's; raises a `ProfilerError` naming the first missing operators
+    context read) as the report's, and with `composition` the sum times its factor, the
+    difference as one more line; raises a `ProfilerError` naming the first missing operators
     (and `note`) when some key has no value."""
     values, missing = [], []
     for layer in mapping.layers:
@@ -233,14 +247,41 @@ def breakdown(model: str, table: LatencyTable, mapping: GraphMapping, note: str 
         raise ProfilerError(f"{len(missing)} of {len(mapping.layers)} operators of {model} have no latency in "
                             f"{table.origin} for {table.device_id} {table.runtime} {table.runtime_options}"
                             f"{f' ({note})' if note else ''}: {names}{more}; give --measure-missing to measure them")
-    total = table.predict([layer.key for layer in mapping.layers])
+    lut_sum = table.predict([layer.key for layer in mapping.layers])
+    factor = composition.factor if composition is not None else 1.0
+    total = lut_sum * factor
     rows = [LayerLatency(layer.name, "+".join(layer.ops), layer.key.key, ms, ms / total if total else 0.0,
                          "generic" if layer.generic else table.source(layer.key))
             for layer, ms in zip(mapping.layers, values)]
     rows.append(LayerLatency("(per-invoke overhead)", "", "overhead", table.overhead_ms,
                              table.overhead_ms / total if total else 0.0, "overhead"))
+    if composition is not None:
+        rows.append(LayerLatency("(composition)", "", "composition", total - lut_sum,
+                                 (total - lut_sum) / total if total else 0.0, "composition"))
     return PredictReport(model, table.device_id, table.runtime, table.runtime_options, total, rows, mapping.free_ops,
-                         context_note=note)
+                         context_note=note, lut_sum_ms=lut_sum, composition_factor=factor)
+
+
+def _composition(db_path: Path, table: LatencyTable, mapping: GraphMapping,
+                 options: PredictOptions) -> tuple[Composition | None, str]:
+    """The slice's composition for this model (`composition.composition_for`) and the report's note on it."""
+    if not options.composition:
+        return None, "composition off (the LUT sum)"
+    if not db_path.exists():
+        return None, "no composition calibration (lutbuild calibrate)"
+    db = open_lut_for_reading(db_path)
+    try:
+        with lut_errors(db_path):
+            ratios = read_ratios(db, table.device_id, table.runtime, table.runtime_options)
+    finally:
+        db.close()
+    fingerprint = model_fingerprint([layer.key for layer in mapping.layers])
+    composition = composition_for(ratios, fingerprint, options.statistic)
+    if composition is not None:
+        return composition, composition.note()
+    if ratios:
+        return None, "no composition: only this model is calibrated in the slice, and it is held out"
+    return None, "no composition calibration (lutbuild calibrate)"
 
 
 def _lut_device(db_path: Path, device: str) -> str | None:

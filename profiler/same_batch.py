@@ -7,7 +7,9 @@ same interleaved passes, gives a second reference that saw the same host state: 
 their medians (each minus the batch's overhead, as a LUT row is stored) plus one overhead,
 i.e. the LUT's prediction made of this batch's timings ("layers now"). The error of a model
 against it is the additivity of the LUT alone, with the host's drift since the build taken
-out. Used by `lutbuild verify --same-batch` and `benchmarks/bench_predict.py --same-batch`.
+out. Used by `lutbuild verify --same-batch`, `lutbuild calibrate` (the composition factor,
+`composition.py`) and `benchmarks/bench_predict.py --same-batch`; `time_rounds` is the one loop
+that times such groups in rounds.
 """
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from device_agents.contract import BenchmarkSettings
+from device_agents.device_state import others_busy
+
+from . import calibrate
+from .build_types import BuildOptions
+from .measure import measure_batch
+
 
 @dataclass(frozen=True)
 class Group:
@@ -23,6 +34,7 @@ class Group:
 
     model: Path
     layers: tuple[Path, ...]
+    copies: tuple[int, ...] = ()  # per layer file: the copies it holds (weights-cold files, `cold_models.py`)
 
 
 @dataclass(frozen=True)
@@ -99,3 +111,73 @@ class SameBatch:
     def error_p10_pct(self) -> float:
         """`error_pct` of the fast state (10th percentiles)."""
         return 100 * (self.ratio_p10_layers_to_whole - 1)
+
+
+@dataclass
+class RoundTimings:
+    """Raw results of `time_rounds` (ms; CoV as fractions), per group in the order given."""
+
+    per_round: list[list[float]]  # per group: its model's median in each round
+    run_cov: list[list[float]]  # per group: CoV of its model's runs in each round
+    reference_ms: list[float] = field(default_factory=list)  # the reference layer, per benchmark process
+    overhead_ms: list[float] = field(default_factory=list)  # the overhead model, per benchmark process
+    layers_now: list[list[float]] | None = None  # `same_batch`: per group, its layers' sum in each round
+    p10_per_round: list[list[float]] = field(default_factory=list)  # per group: its model's p10 per round
+    layers_now_p10: list[list[float]] = field(default_factory=list)  # `same_batch`: its layers' p10 sum per round
+    others_busy: list[float] = field(default_factory=list)  # per benchmark process: the busiest other core (0..1)
+    remeasured: int = 0  # benchmark processes run again: their reference was slower than the LUT's fast state
+
+    def same_batch(self) -> list[SameBatch] | None:
+        """Per group, its `SameBatch` figures (None without `same_batch`)."""
+        if self.layers_now is None:
+            return None
+        return [SameBatch(*rounds) for rounds in zip(self.per_round, self.layers_now, self.p10_per_round,
+                                                     self.layers_now_p10)]
+
+
+def time_rounds(agent, groups: Sequence[Group], extra: Sequence[Path], chunks: Sequence[Sequence[int]],
+                settings: BenchmarkSettings, rounds: int, bar: tqdm | None = None,
+                gate: calibrate.Reference | None = None, same_batch: bool = True,
+                remeasure: int = 1) -> RoundTimings:
+    """`rounds` passes over the groups, one benchmark process per chunk (indices into `groups`),
+    `extra` first in each (the overhead model, then the reference layer when gated); with
+    `same_batch`, each group's layer files right after its model (its own copies: close in
+    time). With `gate` (the slice's reference, `extra[1]`, and its fast-state anchor), a process
+    whose reference runs slower than the build allows is run again, at most `remeasure` times
+    (`measure.measure_batch`, the build's own rule)."""
+    gate_options = BuildOptions(max_remeasure=remeasure)
+    # the measured core of a 1-thread benchmark (several threads use more): the others' busy share is the co-runners'
+    core = agent.info().cpu_core if settings.threads == 1 else ""
+    timings = RoundTimings([[] for _ in groups], [[] for _ in groups],
+                           layers_now=[[] for _ in groups] if same_batch else None,
+                           p10_per_round=[[] for _ in groups], layers_now_p10=[[] for _ in groups])
+    for _ in range(rounds):
+        for chunk in chunks:
+            chosen = [groups[i] if same_batch else Group(groups[i].model, ()) for i in chunk]
+            layout = plan_batch(extra, chosen, share_layers=False)
+            if gate is None:
+                if hasattr(agent, "settle"):
+                    agent.settle(gate_options.settle_s)
+                result = agent.benchmark(layout.files, settings)
+            else:
+                kept = measure_batch(agent, layout.files, settings, gate, gate_options, lambda line: None)
+                result = kept.result
+                timings.remeasured += kept.attempts > 1
+            medians = [t.median_ms for t in result.timings]
+            p10 = [t.p10_ms for t in result.timings]
+            busy = others_busy(result.state_before, result.state_after, core)
+            if busy is not None:
+                timings.others_busy.append(busy)
+            timings.overhead_ms.append(medians[0])
+            if len(extra) > 1:
+                timings.reference_ms.append(medians[1])
+            for i, group, at, layers_at in zip(chunk, chosen, layout.model_at, layout.layers_at):
+                timings.per_round[i].append(medians[at])
+                timings.run_cov[i].append(result.timings[at].cov)
+                timings.p10_per_round[i].append(p10[at])
+                if timings.layers_now is not None:
+                    timings.layers_now[i].append(layers_now_ms(medians, layers_at, medians[0], group.copies))
+                    timings.layers_now_p10[i].append(layers_now_ms(p10, layers_at, medians[0], group.copies))
+            if bar is not None:
+                bar.update(1)
+    return timings

@@ -65,7 +65,7 @@ def show_lut(path: str | Path) -> str:
         "generic operator keys (lutbuild predict), rows per slice",
         coverage.format_table(generic),
         "",
-        "calibration (ms)",
+        "calibration (ms; composition: a factor, whole model / LUT sum, lutbuild calibrate)",
         coverage.format_table(calibration),
         "",
         "coverage per search space (distinct layer keys)",

@@ -39,7 +39,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from device_agents.contract import BenchmarkSettings, DeviceInfo
-from device_agents.device_state import others_busy
 from lut_db.layer_key import LayerConfig, RuntimeSpec, parse_key
 from lut_db.reader import LatencyTable
 from lut_db.connect import lut_errors
@@ -47,15 +46,13 @@ from lut_db.schema import open_lut
 
 from . import calibrate
 from .agents import device_label
-from .build_types import BuildOptions
 from .errors import ProfilerError
 from .export import ModelCache
-from .measure import measure_batch
 from .op_join import op_profile_refusal
 from .plan import batches
 from .predictor import LatencyPredictor
 from .runtimes import ALONE, DEFAULT_CACHE_DIR, benchmark_settings, check_agent_delegate, slice_runtime
-from .same_batch import Group, SameBatch, layers_now_ms, plan_batch
+from .same_batch import Group, RoundTimings, time_rounds
 from .spaces import resolve_space
 from .verify_ops import profile_networks
 from .verify_report import (FastState, HostInfo, MacProxyResult, MeasureProtocol, NetworkSample, Noise, Overheads,
@@ -97,21 +94,6 @@ class _Target:
     rt: RuntimeSpec  # with the device's runtime version
     table: LatencyTable
     predictor: LatencyPredictor
-
-
-@dataclass
-class _Timings:
-    """Raw results of the benchmark rounds (ms; CoV as fractions)."""
-
-    per_round: list[list[float]]  # per network: its median in each round
-    run_cov: list[list[float]]  # per network: CoV of its runs in each round
-    reference_ms: list[float] = field(default_factory=list)  # the reference layer, per benchmark process
-    overhead_ms: list[float] = field(default_factory=list)  # the overhead model, per benchmark process
-    layers_now: list[list[float]] | None = None  # `same_batch`: per network, its layers' sum in each round
-    p10_per_round: list[list[float]] = field(default_factory=list)  # per network: its 10th percentile per round
-    layers_now_p10: list[list[float]] = field(default_factory=list)  # `same_batch`: its layers' p10 sum per round
-    others_busy: list[float] = field(default_factory=list)  # per benchmark process: the busiest other core (0..1)
-    remeasured: int = 0  # benchmark processes run again: their reference was slower than the LUT's fast state
 
 
 def draw_subnets(space, samples: int, seed: int = 0) -> list:
@@ -227,7 +209,7 @@ def _open_target(space, agent, db_path, runtime: str, options: VerifyOptions) ->
 
 
 def _measure_networks(agent, space, configs: list, reference: ReferenceCalibration | None,
-                      settings: BenchmarkSettings, options: VerifyOptions, progress: bool) -> _Timings:
+                      settings: BenchmarkSettings, options: VerifyOptions, progress: bool) -> RoundTimings:
     """Export the networks (and the overhead model, the reference layer), then time them in rounds."""
     chunks = list(batches(list(range(len(configs))), options.batch_size))
     bar = tqdm(total=len(chunks) * options.rounds + 1, desc=f"verify {space.name} {settings.runtime}", unit="batch",
@@ -246,56 +228,14 @@ def _measure_networks(agent, space, configs: list, reference: ReferenceCalibrati
             bar.set_postfix_str("benchmarking")
             gate = None if len(extra) == 1 or not reference.ms else calibrate.Reference(
                 LayerConfig.from_key(reference.key), reference.ms)
-            return _benchmark_rounds(agent, groups, extra, chunks, settings, options, bar, gate)
+            return time_rounds(agent, groups, extra, chunks, settings, options.rounds, bar, gate,
+                               options.same_batch, options.remeasure)
     finally:
         bar.close()
 
 
-def _benchmark_rounds(agent, groups: list[Group], extra: list[Path], chunks: list[list[int]],
-                      settings: BenchmarkSettings, options: VerifyOptions, bar: tqdm,
-                      gate: calibrate.Reference | None = None) -> _Timings:
-    """`rounds` passes over the networks, one benchmark process per chunk, `extra` first in each;
-    with `same_batch`, each network's layer files right after it (its own copies: close in time).
-    With `gate` (the slice's reference, `extra[1]`, and its fast-state anchor), a process whose
-    reference runs slower than the build allows is run again (`options.remeasure`, `measure_batch`)."""
-    gate_options = BuildOptions(max_remeasure=options.remeasure)
-    # the measured core of a 1-thread benchmark (several threads use more): the others' busy share is the co-runners'
-    core = agent.info().cpu_core if settings.threads == 1 else ""
-    timings = _Timings([[] for _ in groups], [[] for _ in groups],
-                       layers_now=[[] for _ in groups] if options.same_batch else None,
-                       p10_per_round=[[] for _ in groups], layers_now_p10=[[] for _ in groups])
-    for _ in range(options.rounds):
-        for chunk in chunks:
-            layout = plan_batch(extra, [groups[i] for i in chunk], share_layers=False)
-            if gate is None:
-                if hasattr(agent, "settle"):
-                    agent.settle(gate_options.settle_s)
-                result = agent.benchmark(layout.files, settings)
-            else:
-                kept = measure_batch(agent, layout.files, settings, gate, gate_options, lambda line: None)
-                result = kept.result
-                timings.remeasured += kept.attempts > 1
-            medians = [t.median_ms for t in result.timings]
-            p10 = [t.p10_ms for t in result.timings]
-            busy = others_busy(result.state_before, result.state_after, core)
-            if busy is not None:
-                timings.others_busy.append(busy)
-            timings.overhead_ms.append(medians[0])
-            if len(extra) > 1:
-                timings.reference_ms.append(medians[1])
-            for i, at, layers_at in zip(chunk, layout.model_at, layout.layers_at):
-                timings.per_round[i].append(medians[at])
-                timings.run_cov[i].append(result.timings[at].cov)
-                timings.p10_per_round[i].append(p10[at])
-                if timings.layers_now is not None:
-                    timings.layers_now[i].append(layers_now_ms(medians, layers_at, medians[0]))
-                    timings.layers_now_p10[i].append(layers_now_ms(p10, layers_at, medians[0]))
-            bar.update(1)
-    return timings
-
-
 def _report(target: _Target, db_path, options: VerifyOptions, settings: BenchmarkSettings, configs: list,
-            predicted: list[float], coverage: SliceCoverage, timings: _Timings, start: float) -> VerifyReport:
+            predicted: list[float], coverage: SliceCoverage, timings: RoundTimings, start: float) -> VerifyReport:
     """Score both predictors on the measured medians and assemble the report."""
     space = target.space
     measured = [statistics.median(v) for v in timings.per_round]
@@ -306,9 +246,7 @@ def _report(target: _Target, db_path, options: VerifyOptions, settings: Benchmar
     fallback = [i for i, net in enumerate(layers) if any(cfg.key in target.table.cpu_fallback for cfg in net)]
     note = target.table.fallback_note((cfg for i in fallback for cfg in layers[i]),
                                       f"the LUT prediction of {len(fallback)} of the {len(configs)} networks")
-    same = None if timings.layers_now is None else [
-        SameBatch(*rounds) for rounds in zip(timings.per_round, timings.layers_now, timings.p10_per_round,
-                                             timings.layers_now_p10)]
+    same = timings.same_batch()
     samples = [NetworkSample(
         index=i, kind="max" if i == 0 else "min" if i == 1 else "random", subnet=cfg.to_dict(),
         macs=int(macs[i]), layers=len(layers[i]), measured_ms=measured[i],

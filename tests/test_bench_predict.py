@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.bench_predict import held_out_composition, main, measure_whole, same_batch_files
+from benchmarks.bench_predict import main, measure_whole, same_batch_files
 from lut_db.layer_key import LayerConfig
 from lut_db.schema import open_lut
 from lut_db.writer import DeviceRecord, LutWriter
@@ -88,24 +88,3 @@ def test_bad_counts_are_refused_before_any_work(tmp_path, capsys, flag, value):
         main([flag, value, "--workdir", str(tmp_path / "w")])
     assert exit_info.value.code != 0 and flag in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
-
-
-def _row(model, context, layers_now_pct, predicted=9.0, measured=10.0):
-    prefix = "error_vs_cold_layers_now" if context == "cold" else "error_vs_layers_now"
-    return {"model": model, "runtime": "tflite", "context": context, "predicted_ms": predicted,
-            "measured_ms": measured, "predicted_p10_ms": predicted, "measured_p10_ms": measured,
-            "measured": {f"{prefix}_pct": layers_now_pct, f"{prefix}_p10_pct": layers_now_pct}}
-
-
-def test_held_out_composition_learns_only_from_the_other_models():
-    # layers now = 0.8 x whole for a and b (ratio 1.25), 0.5 x whole for c (ratio 2)
-    rows = [_row("a", "cold", -20.0), _row("b", "cold", -20.0), _row("c", "cold", -50.0),
-            _row("a", "alone", -20.0)]
-    held_out_composition(rows)
-    a, b, c, alone = rows
-    assert a["held_out_composition"]["from"] == ["b", "c"]
-    assert a["held_out_composition"]["factor_median"] == pytest.approx((1.25 + 2.0) / 2)
-    assert c["held_out_composition"]["factor_median"] == pytest.approx(1.25)  # never its own ratio
-    assert c["held_out_composition"]["error_median_pct"] == pytest.approx(100 * (9.0 * 1.25 / 10.0 - 1))
-    assert c["held_out_composition"]["error_p10_pct"] == pytest.approx(c["held_out_composition"]["error_median_pct"])
-    assert "held_out_composition" not in alone  # no other model of its context: nothing learned
