@@ -3,16 +3,16 @@
 Why: a LUT row times one layer invoked alone, over and over; inside a network the same layer
 meets weights last read one network ago, its neighbours' code and data in the caches, the
 arena's other buffers. Timed beside the model in the same runner batches (`same_batch.py`, so
-that the host's state cancels), the files of a model's own rows summed fell 4-12% short of the
-whole model on this project's AMD host, every model short (docs/predict.md, "An AMD host with
-little of the slow state: the miss is composition"). No row can hold that: it belongs to the
-network, and to how the runtime composes layers on this device.
+that the host's state cancels), the files of a model's own rows summed fell short of the whole
+model by a share that was stable across models on this project's AMD host (docs/predict.md, "An
+AMD host with little of the slow state: the miss is composition"). No row can hold that: it
+belongs to the network, and to how the runtime composes layers on this device.
 
 `lutbuild calibrate MODEL...` (`composition_run.py`) measures, per model, whole / layers now
 (the median over rounds of the paired ratio; also of the p10s), and stores the models' ratios in
-the slice's ``composition`` calibration (`detail.models`, keyed by the model's fingerprint: the
-sequence of its LUT keys, so a renamed file or the same network given as a factory is the same
-model; `model_fingerprint`). The row's value is the median ratio over the models: a dimensionless factor, although
+the slice's ``composition`` calibration (`detail.models`, keyed by `model_fingerprint`, so a
+renamed file, the same network's file for the other runtime or given as a factory is one
+model). The row's value is the median ratio over the models: a dimensionless factor, although
 the column is named ``value_ms`` (a schema change for one constant was not worth a migration).
 
 `lutbuild predict` multiplies the LUT sum by the median ratio of the calibrated models *other
@@ -43,10 +43,10 @@ COMPOSITION = "composition"
 
 def model_fingerprint(keys: Sequence[LayerConfig | GenericKey]) -> str:
     """A model's identity for the calibration: the hash of its LUT keys of the project's kinds, in
-    breakdown order. Generic keys are left out because they spell the converter, not the network:
-    mixnet_s's ONNX file maps to 316 lines and its TFLite file of the same module to 468 (Split
-    there, SLICE here), while the 149 keys of our kinds are the same in both. A model with no key
-    of our kinds is named by all of its keys."""
+    breakdown order. Generic keys are left out because they spell the converter, not the network
+    (mixnet_s's grouped convolutions are ONNX Split operators but TFLite SLICEs, more lines in
+    one file than the other, while its keys of our kinds are the same in both). A model with no
+    key of our kinds is named by all of its keys."""
     ours = [k.key for k in keys if not isinstance(k, GenericKey)]
     return hashlib.sha256("\n".join(ours or [k.key for k in keys]).encode()).hexdigest()[:16]
 

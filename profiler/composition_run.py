@@ -76,6 +76,16 @@ class _Model:
 
 
 @dataclass(frozen=True)
+class _Measured:
+    """One model's rounds, summed up: its ratio and the medians it came from (ms)."""
+
+    model: _Model
+    ratio: ModelRatio
+    whole_ms: float
+    layers_now_ms: float
+
+
+@dataclass(frozen=True)
 class CalibratedModel:
     model: str
     runtime_options: str  # the slice it calibrates
@@ -148,7 +158,7 @@ def calibrate_composition(models: list[str], db_path: str | Path, options: Calib
                     f"{m.name}: {len(missing)} of its keys have no row in {db_path} for {info.device_id} "
                     f"{options.runtime} {specs[m.context].options} (first: {missing[0].key}); run lutbuild predict "
                     f"{m.name} --measure-missing --context {m.context} first")
-        ratios = _measure(agent, db_path, info.device_id, checked, specs, options)
+        measured = _measure(agent, db_path, info.device_id, checked, specs, options)
     finally:
         agent.close()
     db = open_lut_for_writing(db_path)
@@ -156,14 +166,13 @@ def calibrate_composition(models: list[str], db_path: str | Path, options: Calib
     try:
         with lut_errors(db_path):
             for context, rt in specs.items():
-                mine = [r for m, r in ratios if m.context == context]
                 factors[rt.options] = store_ratios(db, info.device_id, options.runtime, rt.options,
-                                                   [r for r, _ in mine])
+                                                   [m.ratio for m in measured if m.model.context == context])
                 counts[rt.options] = len(read_ratios(db, info.device_id, options.runtime, rt.options))
     finally:
         db.close()
-    rows = [CalibratedModel(m.name, specs[m.context].options, whole, now, r.ratio, r.ratio_p10)
-            for m, (r, (whole, now)) in ratios]
+    rows = [CalibratedModel(m.model.name, specs[m.model.context].options, m.whole_ms, m.layers_now_ms, m.ratio.ratio,
+                            m.ratio.ratio_p10) for m in measured]
     return CalibrateReport(info.device_id, options.runtime, rows, factors, counts, options.rounds,
                            time.monotonic() - start)
 
@@ -222,7 +231,7 @@ def _table(db_path: Path, device_id: str, rt: RuntimeSpec) -> LatencyTable:
 
 
 def _measure(agent, db_path: Path, device_id: str, checked: list[_Model], specs: dict[str, RuntimeSpec],
-             options: CalibrateOptions) -> list[tuple[_Model, tuple[ModelRatio, tuple[float, float]]]]:
+             options: CalibrateOptions) -> list[_Measured]:
     """Per slice: export what is missing, then `rounds` rounds of one process per model."""
     settings = benchmark_settings(options.runtime, options.threads, options.repeats, options.delegate)
     bar = tqdm(total=len(checked) * options.rounds, desc=f"calibrate {options.runtime}", unit="process",
@@ -249,8 +258,8 @@ def _measure(agent, db_path: Path, device_id: str, checked: list[_Model], specs:
             timings = time_rounds(agent, groups, extra, [[i] for i in range(len(groups))], settings, options.rounds,
                                   bar, gate, same_batch=True, remeasure=options.remeasure)
             for m, same in zip(mine, timings.same_batch()):
-                ratio = ModelRatio.of(m.name, model_fingerprint(m.keys), same)
-                out.append((m, (ratio, (statistics.median(same.round_whole_ms), same.layers_now_ms))))
+                out.append(_Measured(m, ModelRatio.of(m.name, model_fingerprint(m.keys), same),
+                                     statistics.median(same.round_whole_ms), same.layers_now_ms))
     finally:
         bar.close()
     return out
