@@ -271,11 +271,6 @@ def model_keys(model_path: Path) -> list:
     return [m.key for m in map_graph(load_model(str(model_path))).layers]
 
 
-def cold_files(model_path: Path, runtime: str, cache_dir: Path, hot: list[Path]) -> tuple[list[Path], list[int]]:
-    """The weights-cold file of every line of the breakdown and its copies (`layer_files.cold_layer_files`)."""
-    return cold_layer_files(model_keys(model_path), runtime, cache_dir, hot)
-
-
 def same_batch_files(model_path: Path, runtime: str, cache: ModelCache) -> list[Path]:
     """The LUT layer file of every line of `model_path`'s breakdown, in order (`layer_files.layer_files`)."""
     return layer_files(model_keys(model_path), runtime, cache)
@@ -344,6 +339,7 @@ class ModelRun:
     filled: dict[str, list] = field(default_factory=dict)  # context -> [keys measured, seconds]
     onnx_path: Path | None = None
     path: Path | None = None  # the file measured: the .onnx, or the .tflite converted from the same module
+    keys: list = field(default_factory=list)  # the LUT keys of its breakdown (`model_keys`), read once on export
     whole: WholeModelRounds | None = None
 
     def fill(self, args, passes: int | None = None) -> None:
@@ -359,10 +355,10 @@ class ModelRun:
             self.export(args)
             work = Path(args.workdir)
             with ModelCache(work / "cache", self.runtime, jobs=1) as cache:
-                layer_files = same_batch_files(self.onnx_path, self.runtime, cache) if args.same_batch else []
-                cold = cold_files(self.onnx_path, self.runtime, work / "cache", layer_files) \
+                hot = layer_files(self.keys, self.runtime, cache) if args.same_batch else []
+                cold = cold_layer_files(self.keys, self.runtime, work / "cache", hot) \
                     if args.same_batch and COLD in self.contexts else None
-                self.whole = WholeModelRounds(self.path, self.runtime, cache, layer_files, cold, work / "lut.sqlite",
+                self.whole = WholeModelRounds(self.path, self.runtime, cache, hot, cold, work / "lut.sqlite",
                                               args.remeasure)
         self.whole.time_round()
 
@@ -378,12 +374,13 @@ class ModelRun:
         self.onnx_path = export_module(model, (torch.randn(*shape),), "onnx", files / f"{stem}.onnx", image_out=False)
         self.path = self.onnx_path if self.runtime == "onnx" else export_module(
             model, (torch.randn(*shape),), "tflite", files / f"{stem}.tflite", image_out=False)
+        self.keys = model_keys(self.onnx_path)
 
     def ratios(self) -> dict[str, ModelRatio]:
         """Context -> the model's composition ratio from its rounds (`--same-batch`; none without)."""
         if self.whole is None:
             return {}
-        fingerprint = model_fingerprint(model_keys(self.onnx_path))
+        fingerprint = model_fingerprint(self.keys)
         out = {}
         for c in self.contexts:
             if (same := self.whole.same_batch(cold=c == COLD)) is not None:
@@ -429,21 +426,18 @@ def same_batch_prefix(context: str) -> str:
     return "error_vs_cold_layers_now" if context == COLD else "error_vs_layers_now"
 
 
-def store_composition(runs: list[ModelRun], args) -> int:
+def store_composition(runs: list[ModelRun], args) -> None:
     """Each model's ratio whole / layers now into its slice's composition calibration (what
     `lutbuild calibrate` stores), before the predictions: `predict` then applies to each model
-    the median ratio of the others. Returns how many ratios were stored."""
+    the median ratio of the others."""
     db = open_lut_for_writing(Path(args.workdir) / "lut.sqlite")
-    stored = 0
     try:
         for run in runs:
             for context, ratio in run.ratios().items():
                 options = slice_runtime(run.runtime, context=context).options
                 store_ratios(db, run.whole.device_id, run.runtime, options, [ratio])
-                stored += 1
     finally:
         db.close()
-    return stored
 
 
 def bench_model(run: ModelRun, args) -> None:

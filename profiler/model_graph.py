@@ -114,7 +114,7 @@ def load_model(model: str, input_shape: tuple[int, ...] | None = None) -> ModelG
         if path.suffix.lower() == ".tflite" or is_tflite(head):
             return read_tflite(path, input_shape)
         return read_onnx(path, input_shape)
-    if _FACTORY.match(model):
+    if is_factory(model):
         if input_shape is None:
             raise ProfilerError(f"{model}: a PyTorch factory needs --input-shape (e.g. 1,3,224,224)")
         return read_factory(model, input_shape)

@@ -46,10 +46,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.bench_predict import cold_files, same_batch_files  # noqa: E402
+from benchmarks.bench_predict import model_keys  # noqa: E402
 from benchmarks.predict_gap.chains import time_model  # noqa: E402
 from device_agents.runner import TfliteModel  # noqa: E402
 from profiler.export import ModelCache  # noqa: E402
+from profiler.layer_files import cold_layer_files, layer_files  # noqa: E402
 
 MODES = ("b2b", "cold", "sequence", "fed", "shuffled", "flushed")
 
@@ -130,10 +131,11 @@ def main(argv=None) -> None:
     onnx, tflite = stem.with_suffix(".onnx"), stem.with_suffix(".tflite")
     if not onnx.is_file() or not tflite.is_file():
         sys.exit(f"predict_gap.sequence: no bench_predict run of {args.model} at {args.px} px in {work}")
+    keys = model_keys(onnx)  # read once: the hot and the cold files of the same lines
     with ModelCache(work / "cache", "tflite", jobs=1) as cache:
-        files = same_batch_files(onnx, "tflite", cache)
+        files = layer_files(keys, "tflite", cache)
         overhead_file = cache.overhead()
-    cold, copies = (None, None) if args.no_cold else cold_files(onnx, "tflite", work / "cache", files)
+    cold, copies = (None, None) if args.no_cold else cold_layer_files(keys, "tflite", work / "cache", files)
     rng = np.random.default_rng(0)
     whole = TfliteModel(str(tflite), 1, "xnnpack", rng).run
     overhead = TfliteModel(str(overhead_file), 1, "xnnpack", rng).run
